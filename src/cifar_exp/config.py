@@ -1,0 +1,339 @@
+"""Typed configuration: dataclass schemas for every config group, Hydra composition, validation.
+
+`compose(overrides)` is the one way a config is made: it composes `conf/` (plus a named study
+from `experiments/`), merges it into the schemas below and checks values, so an unknown key, a
+wrong type or an impossible value fails here, before any work, with a `ConfigError` that names
+the key in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import errors as oc_errors
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line naming the key."""
+
+
+class Validation(StrEnum):
+    split = "split"
+    test = "test"
+
+
+class Precision(StrEnum):
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+    auto = "auto"
+
+
+class Direction(StrEnum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    cache_dir: str | None = None
+    validation: Validation = Validation.split
+    val_size: int = 5000
+    limit_train: int | None = None
+    limit_test: int | None = None
+    split_seed: int = 0
+    shuffle_buffer: int | None = None
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    decay: float = 0.0
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 42
+    precision: Precision = Precision.float32
+    deterministic: bool = True
+    threads: int | None = None
+    jit_compile: str = "false"
+    verbose: str = "auto"
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    dir: str = "mlruns"
+    experiment_name: str = "cifar10"
+    log_model: bool = True
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "tpe"
+    seed: int | None = 0
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "median"
+    # trials that always run to the end before the pruner compares (median)
+    n_startup_trials: int = 3
+    # epochs every trial runs before it can be pruned
+    n_warmup_steps: int = 1
+    # successive halving / hyperband: the smallest and largest epoch budgets
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass
+class SearchConfig:
+    study_name: str = "cifar10"
+    storage: str | None = None
+    n_trials: int = 20
+    timeout: float | None = None
+    metric: str = "val_accuracy"
+    direction: Direction = Direction.maximize
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    heartbeat_interval: int = 60
+    max_retry: int = 1
+    # nested like the config: {optimizer: {lr: {type: float, low: .., high: .., log: true}}}
+    space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    experiment: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+# Groups whose schema depends on the chosen `name`; models.py registers its own schemas here.
+MODEL_SCHEMAS: dict[str, type] = {}
+OPTIMIZER_SCHEMAS: dict[str, type] = {"sgd": SGDConfig, "adam": AdamConfig}
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def _find_dir(name: str) -> Path:
+    """The `conf/` or `experiments/` folder: env override, a checkout, or the installed copy."""
+    env = os.environ.get(f"CIFAR_EXP_{name.upper()}")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / name
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / name
+
+
+def conf_dir() -> Path:
+    return _find_dir("conf")
+
+
+def experiments_dir() -> Path:
+    return _find_dir("experiments")
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose conf/ with Hydra overrides (`experiment=NAME` picks a named study).
+
+    Returns a typed, validated, read-only-schema DictConfig; raises ConfigError.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    store = ConfigStore.instance()
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        store.store(
+            group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_"
+        )
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            raw = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    except HydraException as e:
+        raise ConfigError(_hydra_message(e)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    experiment = raw.hydra.runtime.choices.get("experiment")
+    with _open(raw):
+        del raw["hydra"]
+        raw.experiment = experiment
+    return validate(raw)
+
+
+def validate(raw: DictConfig | dict) -> DictConfig:
+    """Merge a composed config into the schemas and check its values; raises ConfigError."""
+    import cifar_exp.models  # noqa: F401  (each model registers its schema)
+
+    try:
+        raw = OmegaConf.create(raw) if isinstance(raw, dict) else raw
+        schema = OmegaConf.structured(Config)
+        schema.model = OmegaConf.structured(_schema_for(raw, "model", MODEL_SCHEMAS))
+        schema.optimizer = OmegaConf.structured(_schema_for(raw, "optimizer", OPTIMIZER_SCHEMAS))
+        cfg = OmegaConf.merge(schema, raw)
+        OmegaConf.resolve(cfg)
+    except oc_errors.OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    _check_values(cfg)
+    return cfg
+
+
+def _schema_for(raw: DictConfig, group: str, schemas: dict[str, type]) -> type:
+    name = OmegaConf.select(raw, f"{group}.name")
+    if name not in schemas:
+        raise ConfigError(f"{group}.name: unknown {group} {name!r} (choose from {sorted(schemas)})")
+    return schemas[name]
+
+
+class _open:
+    """Temporarily lift struct mode so keys can be added or removed."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> DictConfig:
+        OmegaConf.set_struct(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: must be {rule} (got {OmegaConf.select(cfg, key)!r})")
+
+    d, t, o, s = cfg.data, cfg.trainer, cfg.optimizer, cfg.search
+    need(o.lr > 0, "optimizer.lr", "> 0")
+    need(o.decay >= 0, "optimizer.decay", ">= 0")
+    if "momentum" in o:
+        need(0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)")
+    need(t.epochs >= 1, "trainer.epochs", ">= 1")
+    need(t.batch_size >= 1, "trainer.batch_size", ">= 1")
+    need(t.threads is None or t.threads >= 1, "trainer.threads", ">= 1 or null")
+    need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
+    need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
+    need(d.val_size >= 1, "data.val_size", ">= 1")
+    need(d.limit_train is None or d.limit_train >= 10, "data.limit_train", ">= 10 or null")
+    need(d.limit_test is None or d.limit_test >= 10, "data.limit_test", ">= 10 or null")
+    need(d.shuffle_buffer is None or d.shuffle_buffer >= 1, "data.shuffle_buffer", ">= 1 or null")
+    if d.path is not None and not Path(d.path).expanduser().exists():
+        raise ConfigError(f"data.path: no such file or folder: {d.path}")
+    for key in ("conv_dropout", "dense_dropout"):
+        if key in cfg.model:
+            need(0 <= cfg.model[key] < 1, f"model.{key}", "in [0, 1)")
+    need(s.n_trials >= 1, "search.n_trials", ">= 1")
+    need(s.timeout is None or s.timeout > 0, "search.timeout", "> 0 or null")
+    need(s.metric in METRICS, "search.metric", f"one of {list(METRICS)}")
+
+
+def _omegaconf_message(e: Exception) -> str:
+    key = getattr(e, "full_key", None) or ""
+    msg = " ".join(
+        ln.strip()
+        for ln in str(getattr(e, "msg", None) or e).splitlines()
+        if ln.strip()
+        and not ln.strip().startswith(("full_key:", "object_type=", "reference_type="))
+    )
+    if (isinstance(e, oc_errors.ConfigKeyError) or "not in struct" in msg) and key:
+        return f"{key}: unknown config key"
+    return f"{key}: {msg}" if key else msg
+
+
+def _hydra_message(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    first = lines[0] if lines else type(e).__name__
+    if "Could not find" in first and "Available options" in str(e):
+        options = [ln for ln in lines[2:] if "provider=" not in ln and "search path" not in ln]
+        return f"{first} (available: {', '.join(options)})"
+    if first.startswith("Could not override") or first.startswith("Error merging override"):
+        cause = e.__cause__
+        if cause is not None:
+            return _omegaconf_message(cause)
+    return " ".join(lines[:2])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python (enums as strings)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """`{"optimizer.lr": 0.01, ...}`: dotted keys, the way MLflow params and overrides read."""
+    tree = to_dict(cfg) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def with_overrides(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """A validated copy of `cfg` with dotted keys set (used by the search for each trial)."""
+    new = to_dict(cfg)
+    merged = OmegaConf.create(new)
+    for key, value in values.items():
+        if OmegaConf.select(merged, key, default=MISSING) is MISSING:
+            raise ConfigError(f"{key}: unknown config key")
+        OmegaConf.update(merged, key, value, merge=False)
+    return validate(merged)

@@ -1,0 +1,43 @@
+"""Model registry: `build_model(cfg.model)` returns an uncompiled Keras model.
+
+A new model is one module here that calls `register(name, schema)` on its builder, plus one
+YAML in `conf/model/`; the schema dataclass types and checks its config keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cifar_exp.config import MODEL_SCHEMAS
+
+_BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: make `builder(cfg, input_shape, num_classes)` selectable as `model=<name>`."""
+
+    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
+        _BUILDERS[name] = builder
+        MODEL_SCHEMAS[name] = schema
+        return builder
+
+    return wrap
+
+
+def build_model(
+    cfg: Any, input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10
+) -> Any:
+    """The Keras model named by `cfg.name`, built from the rest of `cfg`."""
+    if cfg.name not in _BUILDERS:
+        raise ValueError(
+            f"model.name: unknown model {cfg.name!r} (choose from {sorted(_BUILDERS)})"
+        )
+    return _BUILDERS[cfg.name](cfg, input_shape, num_classes)
+
+
+def available() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+from cifar_exp.models import seed_cnn  # noqa: E402,F401  (registers itself)

@@ -1,0 +1,60 @@
+"""Figures of a training: accuracy and loss per epoch, and the confusion matrix.
+
+Built with matplotlib's object API (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+
+def curve(history: dict[str, list[float]], metric: str, title: str | None = None) -> Figure:
+    """`metric` and `val_<metric>` per epoch (train and validation), as in the reference study."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        values = history.get(key)
+        if values:
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion(
+    matrix: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    title: str = "confusion matrix (test set)",
+) -> Figure:
+    """Counts of true (rows) vs predicted (columns) classes."""
+    n = len(class_names)
+    fig = Figure(figsize=(6.5, 5.5), dpi=100)
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            v = matrix[i][j]
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > peak / 2 else "black",
+            )
+    fig.tight_layout()
+    return fig

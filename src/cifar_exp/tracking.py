@@ -1,0 +1,226 @@
+"""MLflow: where runs go, what each run records, and a tracked training.
+
+Embedded by default (SQLite store and artifacts under `tracking.dir`, no server); any tracking
+server through `tracking.uri`. Per-epoch metrics enter through a Keras callback, so train.py
+stays unaware of MLflow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from cifar_exp import plots, provenance
+from cifar_exp.config import flatten, to_yaml
+from cifar_exp.data import CLASS_NAMES, Splits, load_cifar10
+from cifar_exp.train import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.models.model"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def tracking_uri(cfg: Any) -> str:
+    """The URI runs go to: `tracking.uri`, else the embedded SQLite store in `tracking.dir`."""
+    if cfg.uri:
+        return str(cfg.uri)
+    return f"sqlite:///{(Path(cfg.dir) / 'mlflow.db').resolve()}"
+
+
+def setup(cfg: Any) -> str:
+    """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    artifacts = None
+    if not cfg.uri:
+        root = Path(cfg.dir).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        artifacts = (root / "artifacts").as_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+
+
+class MlflowLogger(keras.callbacks.Callback):
+    """Logs each epoch's metrics (the Keras history keys, lr, epoch_time) with step=epoch."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), stamp, epoch + 1)
+            for k, v in (logs or {}).items()
+            if math.isfinite(float(v))
+        ]
+        MlflowClient().log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+
+@contextmanager
+def run(
+    name: str | None,
+    experiment_id: str,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """An MLflow run that ends FAILED (with the reason) on an error and KILLED on Ctrl-C."""
+    import mlflow
+
+    active = mlflow.start_run(
+        run_name=name,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+        tags=tags,
+    )
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.set_tag("failure_reason", "interrupted (Ctrl-C)")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as e:
+        mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_config(cfg: Any) -> None:
+    """The resolved config: as params (dotted keys, search space left out) and as YAML."""
+    import mlflow
+
+    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("search.")}
+    mlflow.log_params(params)
+    mlflow.log_text(to_yaml(cfg), "config.yaml")
+
+
+def _summary(model: Any) -> str:
+    buf = io.StringIO()
+    model.summary(print_fn=lambda line, line_break=True: buf.write(line + "\n"), line_length=100)
+    return buf.getvalue()
+
+
+def log_result(result: TrainResult, cfg: Any) -> None:
+    """Plots, history table, model summary, test metrics and the model itself."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.log_text(_summary(result.model), "model_summary.txt")
+    hist = pd.DataFrame(result.history)
+    hist.insert(0, "epoch", range(1, len(hist) + 1))
+    mlflow.log_text(hist.to_csv(index=False), "history.csv")
+    for metric in ("accuracy", "loss"):
+        mlflow.log_figure(plots.curve(result.history, metric), f"plots/{metric}.png")
+    mlflow.log_metrics(
+        {"params_count": result.info["params"], "train_time": result.info["train_time"]}
+    )
+    if result.test is not None:
+        mlflow.log_metrics(
+            {"test_loss": result.test["loss"], "test_accuracy": result.test["accuracy"]}
+        )
+        mlflow.log_dict({"class_names": list(CLASS_NAMES), **result.test}, "test_metrics.json")
+        mlflow.log_figure(
+            plots.confusion(result.test["confusion_matrix"], CLASS_NAMES),
+            "plots/confusion_matrix.png",
+        )
+    if cfg.tracking.log_model:
+        log_model(result.model)
+
+
+def log_model(model: Any) -> Any:
+    """The Keras model as an MLflow logged model named `model` (pip requirements pinned,
+    so MLflow need not re-import the model to infer them)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    versions = provenance.versions()
+    signature = infer_signature(
+        np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, len(CLASS_NAMES)), np.float32)
+    )
+    reqs = [f"{p}=={versions[p]}" for p in ("tensorflow", "keras") if p in versions]
+    return mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=reqs)
+
+
+def run_tags(cfg: Any) -> dict[str, str]:
+    """Provenance and config tags shared by every run of this tool."""
+    out = provenance.tags()
+    out["experiment"] = str(cfg.experiment)
+    if cfg.tags:
+        out["tags"] = ", ".join(cfg.tags)
+    return out
+
+
+def train_tracked(
+    cfg: Any,
+    splits: Splits | None = None,
+    *,
+    callbacks: list | tuple = (),
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    evaluate_test: bool = True,
+    verbose: str | None = None,
+    on_run: Any = None,
+) -> dict[str, Any]:
+    """Train with `cfg` and, unless `tracking.enabled` is false, record it as an MLflow run.
+
+    Returns `{"run_id", "history", "final", "test", "info"}`; `on_run(run_id)` is called as
+    soon as the run exists (the search links the trial to it).
+    """
+    splits = splits if splits is not None else load_cifar10(cfg.data)
+    if not cfg.tracking.enabled:
+        result = train(cfg, splits, callbacks, evaluate_test=evaluate_test, verbose=verbose)
+        return _summary_dict(None, result)
+    experiment_id = setup(cfg.tracking)
+    tags = {**run_tags(cfg), **(extra_tags or {})}
+    with run(run_name, experiment_id, parent_run_id=parent_run_id, tags=tags) as active:
+        run_id = active.info.run_id
+        if on_run is not None:
+            on_run(run_id)
+        log_config(cfg)
+        import mlflow
+
+        mlflow.log_dict(splits.info, "data.json")
+        mlflow.set_tag("data.sha256", splits.info.get("sha256", ""))
+        result = train(
+            cfg,
+            splits,
+            [MlflowLogger(run_id), *callbacks],
+            evaluate_test=evaluate_test,
+            verbose=verbose,
+        )
+        mlflow.set_tag("precision", result.info["precision"])
+        log_result(result, cfg)
+    return _summary_dict(run_id, result)
+
+
+def _summary_dict(run_id: str | None, result: TrainResult) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "history": result.history,
+        "final": result.final,
+        "test": result.test,
+        "info": result.info,
+        "model": result.model,
+    }

@@ -1,0 +1,222 @@
+"""Training: runtime setup, optimizer, fit, evaluation. Knows Keras; not MLflow, not Optuna.
+
+`train(cfg, splits, callbacks)` returns a `TrainResult` (model, per-epoch history, test
+metrics); tracking and pruning come in as Keras callbacks from the layers above.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from cifar_exp.data import NUM_CLASSES, Splits, make_dataset
+from cifar_exp.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What one training produced: the model, its per-epoch history and final metrics."""
+
+    model: Any
+    history: dict[str, list[float]]
+    test: dict[str, Any] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's value of each history metric."""
+        return {k: v[-1] for k, v in self.history.items() if v}
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln for ln in fh if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> mixed_bfloat16 on bf16-capable CPUs and GPUs (compute >= 8.0), else float32."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "mixed_bfloat16" if cc >= (8, 0) else "float32"
+    return "mixed_bfloat16" if _cpu_has_bf16() else "float32"
+
+
+def configure_runtime(trainer: Any) -> str:
+    """Seeds, threads, determinism and precision policy; returns the precision in force."""
+    import tensorflow as tf
+
+    if trainer.threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(trainer.threads)
+        except RuntimeError:  # TF already started in this process: keep its setting
+            log.warning("trainer.threads ignored: TensorFlow was already initialised")
+    if trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(trainer.seed)
+    precision = resolve_precision(str(getattr(trainer.precision, "value", trainer.precision)))
+    keras.mixed_precision.set_global_policy(precision)
+    return precision
+
+
+def build_optimizer(cfg: Any) -> Any:
+    """SGD or Adam; the legacy `decay` becomes lr / (1 + decay * step) as in Keras 2."""
+    lr: Any = cfg.lr
+    if cfg.decay:
+        lr = keras.optimizers.schedules.InverseTimeDecay(
+            cfg.lr, decay_steps=1, decay_rate=cfg.decay
+        )
+    if cfg.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(
+            learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon
+        )
+    raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
+
+
+def current_lr(optimizer: Any) -> float:
+    """The learning rate the optimizer applies at its current step (schedules evaluated)."""
+    lr = optimizer.learning_rate
+    return float(lr(optimizer.iterations) if callable(lr) else lr)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Adds `lr` and `epoch_time` (s) to each epoch's logs, keeps the history, stops on NaN.
+
+    It must come first among the callbacks so that the others see the added keys.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        logs["epoch_time"] = time.perf_counter() - self._start
+        logs["lr"] = current_lr(self.model.optimizer)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise TrainingDiverged(f"loss became {float(loss)} in epoch {epoch + 1}")
+
+
+# --------------------------------------------------------------------------- train / evaluate
+
+
+def _verbose(setting: str) -> int:
+    if setting == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(setting)
+
+
+def _jit(setting: str) -> bool | str:
+    return {"true": True, "false": False}.get(setting, "auto")
+
+
+def compile_model(cfg: Any) -> Any:
+    """The configured model, compiled with its optimizer, sparse cross-entropy and accuracy."""
+    model = build_model(cfg.model)
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=_jit(cfg.trainer.jit_compile),
+    )
+    return model
+
+
+def train(
+    cfg: Any,
+    splits: Splits,
+    callbacks: list | tuple = (),
+    *,
+    evaluate_test: bool = True,
+    verbose: str | None = None,
+) -> TrainResult:
+    """Train the configured model on `splits`; evaluate on the test set if asked."""
+    keras.backend.clear_session()  # flat memory across trials in one process
+    precision = configure_runtime(cfg.trainer)
+    model = compile_model(cfg)
+    t = cfg.trainer
+    train_ds = make_dataset(
+        splits.x_train,
+        splits.y_train,
+        t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+    )
+    val_ds = make_dataset(splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed)
+    recorder = EpochRecorder()
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=t.epochs,
+        shuffle=False,  # tf.data shuffles
+        callbacks=[recorder, *callbacks],
+        verbose=_verbose(verbose or t.verbose),
+    )
+    info = {
+        "precision": precision,
+        "params": int(model.count_params()),
+        "train_time": time.perf_counter() - start,
+        "epochs_run": len(recorder.history.get("loss", [])),
+        "data": splits.info,
+    }
+    test = evaluate(model, splits.x_test, splits.y_test, t.batch_size) if evaluate_test else None
+    return TrainResult(model=model, history=recorder.history, test=test, info=info)
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
+    ds = make_dataset(x, y, batch_size, shuffle=False, seed=0)
+    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    pred = probs.argmax(axis=1)
+    eps = 1e-7  # Keras's clipping in sparse_categorical_crossentropy
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], eps, 1 - eps)).mean())
+    cm = np.bincount(y * NUM_CLASSES + pred, minlength=NUM_CLASSES**2).reshape(
+        NUM_CLASSES, NUM_CLASSES
+    )
+    support = cm.sum(axis=1)
+    per_class = np.divide(np.diag(cm), support, out=np.full(NUM_CLASSES, np.nan), where=support > 0)
+    return {
+        "loss": loss,
+        "accuracy": float((pred == y).mean()),
+        "per_class_accuracy": per_class.tolist(),
+        "confusion_matrix": cm.tolist(),
+    }

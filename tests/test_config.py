@@ -1,0 +1,108 @@
+import subprocess
+import sys
+
+import pytest
+
+from cifar_exp.config import ConfigError, compose, flatten, list_experiments, with_overrides
+
+
+def test_defaults_are_the_reference_study():
+    cfg = compose([])
+    assert cfg.model.name == "seed_cnn"
+    assert cfg.optimizer.name == "sgd"
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0.9
+    assert cfg.optimizer.decay == pytest.approx(0.01 / 25)
+    assert cfg.trainer.batch_size == 32 and cfg.trainer.epochs == 10
+    assert cfg.data.validation == "split" and cfg.data.val_size == 5000
+
+
+def test_overrides_and_groups():
+    cfg = compose(["optimizer=adam", "optimizer.lr=0.003", "trainer.epochs=3"])
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.003
+    assert cfg.trainer.epochs == 3
+
+
+def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
+    monkeypatch.setenv("CIFAR10_PATH", str(cifar_tarball))
+    assert compose([]).data.path == str(cifar_tarball)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr: must be > 0"),
+        ("optimizer.lr=-1", "optimizer.lr: must be > 0"),
+        ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
+        ("trainer.epochs=0", "trainer.epochs: must be >= 1"),
+        ("trainer.epochs=ten", "trainer.epochs: Value 'ten'"),
+        ("data.path=/no/such/cifar.tar.gz", "data.path: no such file or folder"),
+        ("data.nope=1", "data.nope: unknown config key"),
+        ("+data.nope=1", "data.nope: unknown config key"),
+        ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8'"),
+        ("model=nope", "Could not find 'model/nope'"),
+        ("experiment=nope", "Could not find 'experiment/nope'"),
+    ],
+)
+def test_bad_config_is_one_clear_error(override, message):
+    with pytest.raises(ConfigError) as err:
+        compose([override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override", ["optimizer.lr=-1", "data.nope=1", "trainer.epochs=ten", "data.path=/no/such/file"]
+)
+def test_cli_bad_override_exits_2_with_one_line(override):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "train", override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_help_and_cfg():
+    out = subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "train" in out.stdout and "example" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "optimizer.lr=" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "train", "--cfg", "optimizer.lr=0.05"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "lr: 0.05" in out.stdout
+
+
+def test_every_experiment_composes():
+    names = list_experiments()
+    assert "tiny" in names
+    for name in names:
+        cfg = compose([f"experiment={name}"])
+        assert cfg.experiment == name
+
+
+def test_flatten_and_with_overrides():
+    cfg = compose([])
+    flat = flatten(cfg)
+    assert flat["optimizer.lr"] == 0.01 and flat["trainer.batch_size"] == 32
+    new = with_overrides(cfg, {"optimizer.lr": 0.2, "trainer.batch_size": 64})
+    assert new.optimizer.lr == 0.2 and new.trainer.batch_size == 64
+    assert cfg.optimizer.lr == 0.01  # the original is untouched
+    with pytest.raises(ConfigError, match=r"optimizer\.nope: unknown config key"):
+        with_overrides(cfg, {"optimizer.nope": 1})
+    with pytest.raises(ConfigError, match=r"optimizer\.lr: must be > 0"):
+        with_overrides(cfg, {"optimizer.lr": -0.1})

@@ -1,0 +1,175 @@
+import io
+import os
+import pickle
+import tarfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cifar_exp import data
+from cifar_exp.data import DataError, load_cifar10, read_source, stratified_indices
+
+from .conftest import synthetic_batch, write_cifar
+
+
+def data_cfg(path, cache, **kw):
+    base = dict(
+        path=str(path) if path else None,
+        cache_dir=str(cache),
+        validation="split",
+        val_size=200,
+        limit_train=None,
+        limit_test=None,
+        split_seed=0,
+        shuffle_buffer=None,
+    )
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_tarball_and_folder_give_the_same_arrays(cifar_tarball):
+    x_tr, y_tr, x_te, y_te = read_source(cifar_tarball)
+    assert x_tr.shape == (800, 32, 32, 3) and x_tr.dtype == np.uint8
+    assert x_te.shape == (200, 32, 32, 3) and y_te.shape == (200,)
+    assert set(np.unique(y_tr)) == set(range(10))
+    x2, y2, _, _ = read_source(cifar_tarball.parent / "cifar-10-batches-py")
+    np.testing.assert_array_equal(x_tr, x2)
+    np.testing.assert_array_equal(y_tr, y2)
+    x3, *_ = read_source(cifar_tarball.parent)  # the folder above cifar-10-batches-py too
+    np.testing.assert_array_equal(x_tr, x3)
+
+
+def test_pixels_follow_the_official_layout(tmp_path):
+    # row = 1024 red, 1024 green, 1024 blue values, row-major
+    batch = synthetic_batch(10, np.random.default_rng(1))
+    x, _ = data._decode(batch, "test")
+    row = batch[b"data"][3]
+    assert x[3, 0, 0, 0] == row[0] and x[3, 0, 0, 1] == row[1024] and x[3, 0, 0, 2] == row[2048]
+    assert x[3, 0, 1, 0] == row[1] and x[3, 1, 0, 0] == row[32]
+
+
+def test_splits_are_stratified_seeded_and_disjoint(cifar_tarball, tmp_path):
+    s = load_cifar10(data_cfg(cifar_tarball, tmp_path, limit_train=300, limit_test=100))
+    assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (300, 200, 100)
+    for y, n in ((s.y_train, 300), (s.y_val, 200), (s.y_test, 100)):
+        assert np.all(np.bincount(y, minlength=10) == n // 10)
+    again = load_cifar10(data_cfg(cifar_tarball, tmp_path, limit_train=300, limit_test=100))
+    np.testing.assert_array_equal(s.x_val, again.x_val)
+    # validation images never appear in training
+    train_rows = {r.tobytes() for r in s.x_train}
+    assert not any(r.tobytes() in train_rows for r in s.x_val)
+    assert s.info["sha256"] and s.info["n_train"] == 300
+
+
+def test_validation_on_test_set_reproduces_the_reference(cifar_tarball, tmp_path):
+    s = load_cifar10(data_cfg(cifar_tarball, tmp_path, validation="test"))
+    assert len(s.y_train) == 800
+    np.testing.assert_array_equal(s.x_val, s.x_test)
+
+
+def test_stratified_indices_keeps_class_shares():
+    labels = np.repeat(np.arange(10), [50] * 5 + [150] * 5)
+    idx = stratified_indices(labels, 100, np.random.default_rng(0))
+    counts = np.bincount(labels[idx], minlength=10)
+    assert counts.sum() == 100 and len(set(idx)) == 100
+    assert list(counts) == [5] * 5 + [15] * 5
+
+
+def test_second_load_comes_from_the_cache(cifar_tarball, tmp_path, monkeypatch):
+    cfg = data_cfg(cifar_tarball, tmp_path / "cache")
+    first = load_cifar10(cfg)
+    assert list((tmp_path / "cache").glob("cifar10-*.npz"))
+
+    def boom(_):
+        raise AssertionError("source decoded again")
+
+    monkeypatch.setattr(data, "read_source", boom)
+    second = load_cifar10(cfg)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    assert second.info["sha256"] == first.info["sha256"]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/cifar_exp_pwned",))
+
+
+def _tar_with(tmp_path, name, payload):
+    root = tmp_path / "evil"
+    tarball = write_cifar(root)
+    folder = root / "cifar-10-batches-py"
+    (folder / name).write_bytes(payload)
+    out = tmp_path / "evil.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    assert tarball.exists()
+    return out
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    payload = pickle.dumps({b"data": _Evil(), b"labels": [0]}, protocol=2)
+    evil = _tar_with(tmp_path, "data_batch_3", payload)
+    with pytest.raises(DataError, match=r"data_batch_3: not a CIFAR-10 batch \(refused global"):
+        read_source(evil)
+    assert not os.path.exists("/tmp/cifar_exp_pwned")
+
+
+def test_truncated_archive_names_the_file(cifar_tarball, tmp_path):
+    cut = tmp_path / "cut.tar.gz"
+    raw = cifar_tarball.read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"cut\.tar\.gz: truncated or corrupt archive"):
+        read_source(cut)
+
+
+def test_truncated_batch_and_bad_labels_name_the_file(tmp_path):
+    good = pickle.dumps(synthetic_batch(20, np.random.default_rng(0)), protocol=2)
+    with pytest.raises(DataError, match="test_batch: corrupt or truncated pickle"):
+        read_source(_tar_with(tmp_path / "a", "test_batch", good[: len(good) // 2]))
+    bad = synthetic_batch(20, np.random.default_rng(0))
+    bad[b"labels"][0] = 12
+    with pytest.raises(DataError, match=r"data_batch_1: labels must be integers in 0\.\.9"):
+        read_source(_tar_with(tmp_path / "b", "data_batch_1", pickle.dumps(bad, protocol=2)))
+    short = synthetic_batch(20, np.random.default_rng(0))
+    short[b"data"] = short[b"data"][:, :100]
+    with pytest.raises(DataError, match="data_batch_2: data has rows of 100 values"):
+        read_source(_tar_with(tmp_path / "c", "data_batch_2", pickle.dumps(short, protocol=2)))
+
+
+def test_not_an_archive(tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"this is not a tarball" * 10)
+    with pytest.raises(DataError, match=r"junk\.tar\.gz"):
+        read_source(junk)
+    with pytest.raises(DataError, match="missing CIFAR-10 batch files"):
+        read_source(tmp_path)
+
+
+def test_dataset_scales_to_unit_range_and_batches():
+    x = np.full((10, 32, 32, 3), 255, np.uint8)
+    y = np.arange(10)
+    ds = data.make_dataset(x, y, 4, shuffle=True, seed=0)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    assert batches[0][0].dtype == np.float32 and batches[0][0].max() == pytest.approx(1.0)
+    assert sorted(np.concatenate([b[1] for b in batches])) == list(range(10))
+
+
+def test_official_download_goes_through_keras_cache(monkeypatch, tmp_path, cifar_tarball):
+    calls = {}
+
+    def fake_get_file(fname, origin, file_hash):
+        calls.update(fname=fname, origin=origin, file_hash=file_hash)
+        return str(cifar_tarball)
+
+    import keras.utils
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    s = load_cifar10(data_cfg(None, tmp_path))
+    assert calls["origin"] == data.OFFICIAL_URL and calls["file_hash"] == data.OFFICIAL_SHA256
+    assert len(s.y_train) == 600
+
+
+def test_unpickler_only_allows_numpy_arrays():
+    with pytest.raises(pickle.UnpicklingError):
+        data._BatchUnpickler(io.BytesIO(pickle.dumps(_Evil())), encoding="bytes").load()
