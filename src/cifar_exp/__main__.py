@@ -23,8 +23,21 @@ overrides are Hydra `key=value` pairs on the composed config (see --cfg), e.g.:
   python -m cifar_exp train experiment=seed_epochs trainer.epochs=10
 """
 
+EPILOG_SWEEP = """\
+The study (search space, sampler, pruner, n_trials) comes from conf/search/ and the named
+studies in experiments/. Running the same command again resumes the study: only the trials
+still missing to reach search.n_trials are run. Several processes with the same command share
+one study. Examples:
+  python -m cifar_exp sweep                               # the default study (lr_batch)
+  python -m cifar_exp sweep experiment=tiny               # a one-minute study
+  python -m cifar_exp sweep experiment=seed_epochs        # the reference study, 10/20/30 epochs
+  python -m cifar_exp sweep search.n_trials=40 search.sampler.name=random
+  python -m cifar_exp sweep search.space.optimizer.lr.high=0.5
+"""
+
 EPILOG_MAIN = """\
 examples:
+  python -m cifar_exp sweep experiment=tiny
   python -m cifar_exp train trainer.epochs=1 data.path=../shared/data/cifar-10-python.tar.gz
   python -m cifar_exp train --cfg            # print the resolved config and exit
   python -m cifar_exp train --help
@@ -68,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     command("train", "Train the configured CNN once and record the run in MLflow.", EPILOG_TRAIN)
+    command(
+        "sweep",
+        "Run or resume an Optuna study; every trial is a tracked training run.",
+        EPILOG_SWEEP,
+    )
     return parser
 
 
@@ -80,8 +98,14 @@ def _setup_logging(quiet: bool) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(show_path=False)],
     )
-    for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib"):
+    for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the CLI shows trials and failures itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -136,7 +160,47 @@ def cmd_train(cfg: Any, console: Any) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Any, Any], int]] = {"train": cmd_train}
+def cmd_sweep(cfg: Any, console: Any) -> int:
+    from rich.table import Table
+
+    from cifar_exp.progress import RichReporter
+    from cifar_exp.search import sweep
+    from cifar_exp.tracking import tracking_uri
+
+    try:
+        with RichReporter(console, cfg.search.metric) as reporter:
+            out = sweep(cfg, reporter)
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/] finished trials are saved; run the same command "
+            "again to resume the study"
+        )
+        return 130
+    table = Table(title=f"study {out['study_name']}", show_header=False)
+    table.add_row("finished trials", f"{out['finished']} of {out['target']}")
+    table.add_row("by state", ", ".join(f"{k.lower()} {v}" for k, v in out["counts"].items()))
+    if out["best"]:
+        b = out["best"]
+        table.add_row(f"best {cfg.search.metric}", f"{b['value']:.4f} (trial {b['number']})")
+        for key, value in b["params"].items():
+            table.add_row(f"  {key}", str(value))
+    table.add_row("storage", out["storage"])
+    if out["parent_run_id"]:
+        table.add_row("MLflow parent run", out["parent_run_id"])
+    console.print(table)
+    if out["stopped"] != "complete":
+        console.print(
+            f"[yellow]stopped early:[/] {out['stopped']}; run the same command again "
+            "to continue the study"
+        )
+    if out["parent_run_id"]:
+        console.print(f"browse: mlflow ui --backend-store-uri {tracking_uri(cfg.tracking)}")
+    return (
+        0 if out["finished"] >= out["target"] or out["stopped"] == "search space exhausted" else 1
+    )
+
+
+COMMANDS: dict[str, Callable[[Any, Any], int]] = {"train": cmd_train, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,9 @@ class PrunerConfig:
     # successive halving / hyperband: the smallest and largest epoch budgets
     min_resource: int = 1
     reduction_factor: int = 3
+    # threshold: prune a trial whose metric is below `lower` or above `upper`
+    lower: float | None = None
+    upper: float | None = None
 
 
 @dataclass
@@ -122,8 +125,9 @@ class SearchConfig:
     direction: Direction = Direction.maximize
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
-    heartbeat_interval: int = 60
+    heartbeat_interval: int = 30
     max_retry: int = 1
+    max_failures: int = 5
     # nested like the config: {optimizer: {lr: {type: float, low: .., high: .., log: true}}}
     space: dict[str, Any] = field(default_factory=dict)
 
@@ -190,9 +194,11 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
     store = ConfigStore.instance()
     for path in sorted(experiments_dir().glob("*.yaml")):
-        store.store(
-            group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_"
-        )
+        try:
+            node = OmegaConf.load(path)
+        except Exception as e:  # YAML syntax: name the file, not a parser traceback
+            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        store.store(group="experiment", name=path.stem, node=node, package="_global_")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -275,6 +281,9 @@ def _check_values(cfg: DictConfig) -> None:
     need(s.n_trials >= 1, "search.n_trials", ">= 1")
     need(s.timeout is None or s.timeout > 0, "search.timeout", "> 0 or null")
     need(s.metric in METRICS, "search.metric", f"one of {list(METRICS)}")
+    need(s.heartbeat_interval >= 1, "search.heartbeat_interval", ">= 1")
+    need(s.max_retry >= 0, "search.max_retry", ">= 0")
+    need(s.max_failures >= 1, "search.max_failures", ">= 1")
 
 
 def _omegaconf_message(e: Exception) -> str:

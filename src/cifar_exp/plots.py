@@ -58,3 +58,35 @@ def confusion(
             )
     fig.tight_layout()
     return fig
+
+
+def study_figures(study: object) -> dict[str, object]:
+    """Optuna's own figures of a study (history, importances, parallel coordinates, slice),
+    as matplotlib Figures keyed by file name; a figure the study cannot support yet (too few
+    trials, one parameter) is left out."""
+    import logging
+    import warnings
+
+    import optuna.visualization.matplotlib as ovm
+
+    makers = {
+        "optimization_history.png": ovm.plot_optimization_history,
+        "param_importances.png": ovm.plot_param_importances,
+        "parallel_coordinate.png": ovm.plot_parallel_coordinate,
+        "slice.png": ovm.plot_slice,
+    }
+    out: dict[str, object] = {}
+    for name, make in makers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" and layout notices
+            try:
+                ax = make(study)
+            except Exception as e:  # not enough finished trials for this figure
+                logging.getLogger(__name__).info("no %s: %s", name, e)
+                continue
+            first = ax.flat[0] if hasattr(ax, "flat") else ax
+            fig = first.figure
+            fig.set_size_inches(max(fig.get_figwidth(), 7), max(fig.get_figheight(), 4.5))
+            fig.tight_layout()
+        out[name] = fig
+    return out

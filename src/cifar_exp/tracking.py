@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -224,3 +225,129 @@ def _summary_dict(run_id: str | None, result: TrainResult) -> dict[str, Any]:
         "info": result.info,
         "model": result.model,
     }
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def mask(url: str) -> str:
+    """A storage or tracking URL with its password replaced by ***."""
+    return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", url)
+
+
+def tag_run(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def close_run(cfg: Any, run_id: str, status: str, reason: str) -> None:
+    """End a run left open by a dead process (status KILLED or FAILED, with the reason)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri(cfg))
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "failure_reason", reason)
+            client.set_terminated(run_id, status)
+    except MlflowException as e:
+        log.warning("could not close MLflow run %s: %s", run_id, e)
+
+
+def study_parent_run(cfg: Any, study: Any) -> str:
+    """The study's MLflow parent run: created once, reopened (RUNNING) on resume.
+
+    Its id is kept in the study's user attributes, so every worker and every resume files its
+    trials under the same parent.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    experiment_id = setup(cfg.tracking)
+    client = MlflowClient()
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    if run_id:
+        try:
+            if client.get_run(run_id).info.lifecycle_stage == "active":
+                client.update_run(run_id, status="RUNNING")
+                return run_id
+        except MlflowException:
+            log.warning(
+                "parent run %s of study %r is gone; starting a new one", run_id, study.study_name
+            )
+    s = cfg.search
+    tags = {
+        **run_tags(cfg),
+        "optuna.study_name": study.study_name,
+        "optuna.storage": mask(str(s.storage or "embedded sqlite")),
+        "optuna.sampler": s.sampler.name,
+        "optuna.pruner": s.pruner.name,
+        "optuna.direction": str(s.direction),
+        "optuna.metric": s.metric,
+        "mlflow.runName": f"study-{study.study_name}",
+    }
+    run = client.create_run(experiment_id, tags=tags, run_name=f"study-{study.study_name}")
+    run_id = run.info.run_id
+    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("search.n_trials")}
+    params = {k: (mask(v) if isinstance(v, str) else v) for k, v in params.items()}
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    client.log_text(run_id, to_yaml(cfg), "config.yaml")
+    study.set_user_attr("mlflow_parent_run_id", run_id)
+    return run_id
+
+
+def log_study(run_id: str, study: Any) -> None:
+    """Best value and params, the trials table and Optuna's figures, on the parent run."""
+    import optuna
+    from matplotlib import pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    states = [t.state for t in study.trials]
+    for state in optuna.trial.TrialState:
+        client.log_metric(run_id, f"trials_{state.name.lower()}", states.count(state))
+    table = study.trials_dataframe()
+    client.log_text(run_id, table.to_csv(index=False), "trials.csv")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        client.log_metric(run_id, "best_value", best.value, step=len(study.trials))
+        tag_run(
+            run_id,
+            {
+                "best.trial": str(best.number),
+                "best.mlflow_run_id": str(best.user_attrs.get("mlflow_run_id")),
+                **{f"best.{k}": str(v) for k, v in best.params.items()},
+            },
+        )
+        client.log_dict(
+            run_id,
+            {
+                "number": best.number,
+                "value": best.value,
+                "params": best.params,
+                "user_attrs": best.user_attrs,
+            },
+            "best_trial.json",
+        )
+    for name, fig in plots.study_figures(study).items():
+        client.log_figure(run_id, fig, f"optuna/{name}")
+        plt.close(fig)
+
+
+def finish_parent_run(
+    run_id: str, study: Any, cfg: Any, *, complete: bool, interrupted: bool
+) -> None:
+    """Log the study summary on the parent run and end it (KILLED when interrupted)."""
+    from mlflow import MlflowClient
+
+    try:
+        log_study(run_id, study)
+    except Exception as e:  # the summary must never hide the study's own outcome
+        log.warning("could not log the study summary to MLflow: %s", e)
+    tag_run(run_id, {"study.complete": str(complete).lower()})
+    MlflowClient().set_terminated(run_id, "KILLED" if interrupted else "FINISHED")

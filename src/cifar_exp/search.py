@@ -1,0 +1,424 @@
+"""Optuna studies: the search space from config, the objective, and a resumable sweep.
+
+`sweep(cfg)` creates or resumes the study `search.study_name` in `search.storage`, runs trials
+until `search.n_trials` of them have finished (complete or pruned), and records one MLflow
+parent run for the study with one nested child run per trial. Each trial is
+`objective(trial)`: suggest -> config with overrides -> tracked training -> the metric.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import keras
+import optuna
+from omegaconf import OmegaConf
+
+from cifar_exp import tracking
+from cifar_exp.config import ConfigError, flatten, to_dict, with_overrides
+from cifar_exp.data import Splits, load_cifar10
+
+log = logging.getLogger(__name__)
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+SPEC_KEYS = {"type", "low", "high", "log", "step", "choices"}
+
+
+# --------------------------------------------------------------------------- search space
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key and its distribution."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple | None = None
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        return trial.suggest_categorical(self.key, list(self.choices))
+
+    def grid(self) -> list:
+        """The values a grid search visits: `choices`, or every step of an int range."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise ConfigError(f"search.space.{self.key}: a grid search needs `choices`")
+
+
+def parse_space(cfg: Any) -> list[Param]:
+    """The search space of `cfg.search.space`, each key checked against the config."""
+    tree = to_dict(cfg)["search"]["space"] or {}
+    entries: list[tuple[str, dict]] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for name, value in node.items():
+            key = f"{prefix}{name}"
+            if value is None:  # `null` removes an entry inherited from another search config
+                continue
+            if isinstance(value, dict) and "type" in value:
+                entries.append((key, value))
+            elif isinstance(value, dict):
+                walk(value, f"{key}.")
+            else:
+                raise ConfigError(f"search.space.{key}: expected {{type: ..., ...}}")
+
+    walk(tree, "")
+    if not entries:
+        raise ConfigError("search.space: empty; add at least one entry")
+    return [_param(cfg, key, spec) for key, spec in entries]
+
+
+def _param(cfg: Any, key: str, spec: dict) -> Param:
+    where = f"search.space.{key}"
+    target = OmegaConf.select(cfg, key, default="<missing>")
+    if key.startswith("search.") or target == "<missing>" or OmegaConf.is_config(target):
+        raise ConfigError(f"{where}: no config key {key!r} to search over")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    kind = spec.get("type")
+    if kind == "categorical":
+        if not spec.get("choices"):
+            raise ConfigError(f"{where}: categorical needs a non-empty `choices` list")
+        return Param(key, kind, choices=tuple(spec["choices"]))
+    if kind not in ("float", "int"):
+        raise ConfigError(f"{where}.type: must be float, int or categorical (got {kind!r})")
+    low, high = spec.get("low"), spec.get("high")
+    if low is None or high is None or not low < high:
+        raise ConfigError(f"{where}: needs low < high (got low={low}, high={high})")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{where}: log scale needs low > 0 (got {low})")
+    return Param(
+        key,
+        kind,
+        low=low,
+        high=high,
+        log=bool(spec.get("log")),
+        step=spec.get("step"),
+        choices=tuple(spec["choices"]) if spec.get("choices") else None,
+    )
+
+
+# --------------------------------------------------------------------------- sampler, pruner
+
+
+def make_sampler(cfg: Any, space: list[Param], offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler. `offset` (the trials a resumed study already has) shifts the
+    seed, so a resumed study does not replay the suggestions it started with."""
+    s = cfg.search.sampler
+    seed = None if s.seed is None else s.seed + offset
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.name == "grid":
+        return optuna.samplers.GridSampler({p.key: p.grid() for p in space}, seed=seed)
+    raise ConfigError(f"search.sampler.name: must be tpe, random or grid (got {s.name!r})")
+
+
+def make_pruner(cfg: Any) -> optuna.pruners.BasePruner:
+    p, epochs = cfg.search.pruner, cfg.trainer.epochs
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource, max_resource=epochs, reduction_factor=p.reduction_factor
+        )
+    if p.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource, reduction_factor=p.reduction_factor
+        )
+    if p.name == "threshold":
+        return optuna.pruners.ThresholdPruner(
+            lower=p.lower, upper=p.upper, n_warmup_steps=p.n_warmup_steps
+        )
+    raise ConfigError(
+        "search.pruner.name: must be median, hyperband, successive_halving, "
+        f"threshold or none (got {p.name!r})"
+    )
+
+
+def storage_url(cfg: Any) -> str:
+    """`search.storage`, else an embedded SQLite file beside the MLflow store."""
+    if cfg.search.storage:
+        return str(cfg.search.storage)
+    root = Path(cfg.tracking.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'optuna.db'}"
+
+
+def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats: a trial whose process died is failed, its MLflow run
+    closed as KILLED, and the trial re-queued (up to `search.max_retry` times)."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.search.max_retry)
+
+    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and cfg.tracking.enabled:
+            tracking.close_run(
+                cfg.tracking, run_id, "KILLED", "worker died: no heartbeat (trial re-queued)"
+            )
+        log.warning("trial %d lost its worker; failed and re-queued", trial.number)
+        retry(study, trial)
+
+    url = storage_url(cfg)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=cfg.search.heartbeat_interval,
+        heartbeat_stale_trial_callback=on_stale,
+    )
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class Reporter(Protocol):
+    """What the CLI shows while a study runs (all optional no-ops in `NullReporter`)."""
+
+    def study_started(self, study: optuna.Study, target: int) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def epoch_ended(self, number: int, epoch: int, epochs: int, logs: dict) -> None: ...
+    def trial_ended(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
+
+
+class NullReporter:
+    def study_started(self, study: optuna.Study, target: int) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def epoch_ended(self, number: int, epoch: int, epochs: int, logs: dict) -> None: ...
+    def trial_ended(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
+
+
+class TrialCallback(keras.callbacks.Callback):
+    """Reports the metric to the trial each epoch; stops training when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int, reporter: Reporter):
+        super().__init__()
+        self.trial, self.metric, self.epochs, self.reporter = trial, metric, epochs, reporter
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.reporter.epoch_ended(self.trial.number, epoch + 1, self.epochs, logs)
+        if self.metric in logs:
+            self.trial.report(float(logs[self.metric]), step=epoch + 1)
+            if self.trial.should_prune():
+                self.pruned_at = epoch + 1
+                self.model.stop_training = True
+
+
+def objective(
+    trial: optuna.Trial,
+    cfg: Any,
+    space: list[Param],
+    splits: Splits | None = None,
+    parent_run_id: str | None = None,
+    reporter: Reporter | None = None,
+) -> float:
+    """Train `cfg` with the trial's suggestions; returns the last epoch's `search.metric`."""
+    reporter = reporter or NullReporter()
+    params = {p.key: p.suggest(trial) for p in space}
+    reporter.trial_started(trial.number, params)
+    trial_cfg = with_overrides(cfg, params)
+    if splits is None or any(k.startswith("data.") for k in params):
+        splits = load_cifar10(trial_cfg.data)
+    metric = cfg.search.metric
+    callback = TrialCallback(trial, metric, trial_cfg.trainer.epochs, reporter)
+    study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
+    tags = {
+        "optuna.study_name": getattr(study, "study_name", "-"),
+        "optuna.trial_number": str(trial.number),
+    }
+    try:
+        out = tracking.train_tracked(
+            trial_cfg,
+            splits,
+            callbacks=[callback],
+            parent_run_id=parent_run_id,
+            run_name=f"trial-{trial.number:03d}",
+            extra_tags=tags,
+            evaluate_test=False,
+            verbose="0",
+            on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+        )
+    except Exception as e:  # Optuna fails the trial; keep the reason with it
+        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
+        raise
+    trial.set_user_attr("epochs_run", out["info"]["epochs_run"])
+    trial.set_user_attr("train_time", out["info"]["train_time"])
+    for key, value in out["final"].items():
+        trial.set_user_attr(key, value)
+    if callback.pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
+        if out["run_id"]:
+            tracking.tag_run(
+                out["run_id"],
+                {"optuna.state": "PRUNED", "pruned_at_epoch": str(callback.pruned_at)},
+            )
+        raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
+    if out["run_id"]:
+        tracking.tag_run(out["run_id"], {"optuna.state": "COMPLETE"})
+    return float(out["final"][metric])
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state name."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def _ended(study: optuna.Study) -> list[int]:
+    """Numbers of the trials that are neither waiting nor running."""
+    live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    return [t.number for t in study.get_trials(deepcopy=False) if t.state not in live]
+
+
+def n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def open_study(cfg: Any, space: list[Param]) -> optuna.Study:
+    """Create the study, or load it to resume; warns when its config has changed since."""
+    study = optuna.create_study(
+        study_name=cfg.search.study_name,
+        storage=make_storage(cfg),
+        sampler=make_sampler(cfg, space),
+        pruner=make_pruner(cfg),
+        direction=str(cfg.search.direction),
+        load_if_exists=True,
+    )
+    if study.trials:
+        study.sampler = make_sampler(cfg, space, offset=len(study.trials))
+    if str(cfg.search.direction) != study.direction.name.lower():
+        raise ConfigError(
+            f"search.direction: study {study.study_name!r} was created to "
+            f"{study.direction.name.lower()}; use another search.study_name"
+        )
+    comparable = {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not k.startswith(("search.n_trials", "search.timeout"))
+    }
+    before = study.user_attrs.get("config")
+    if before is None:
+        study.set_user_attr("config", comparable)
+    elif before != comparable:
+        changed = sorted(
+            k for k in set(before) | set(comparable) if before.get(k) != comparable.get(k)
+        )
+        log.warning(
+            "study %r resumes with a changed config (%s); use a new search.study_name "
+            "for a separate study",
+            study.study_name,
+            ", ".join(changed[:6]),
+        )
+    return study
+
+
+def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run (or resume) the configured study until `search.n_trials` trials have finished.
+
+    Returns {"study_name", "storage", "parent_run_id", "counts", "best", "stopped"}.
+    """
+    reporter = reporter or NullReporter()
+    space = parse_space(cfg)  # a bad space fails before any data or study is touched
+    study = open_study(cfg, space)
+    optuna.storages.fail_stale_trials(study)
+    splits = load_cifar10(cfg.data)
+    parent = tracking.study_parent_run(cfg, study) if cfg.tracking.enabled else None
+    target, search = cfg.search.n_trials, cfg.search
+    reporter.study_started(study, target)
+    deadline = time.monotonic() + search.timeout if search.timeout else None
+    failures, stopped = 0, "complete"
+    try:
+        while True:
+            running = len(
+                study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            )
+            if n_finished(study) + running >= target:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped = "timeout"
+                break
+            if failures >= search.max_failures:
+                stopped = f"{failures} trials failed in a row"
+                log.error("stopping: %s (see the failure reasons in MLflow)", stopped)
+                break
+            before = _ended(study)
+            study.optimize(
+                lambda t: objective(t, cfg, space, splits, parent, reporter),
+                n_trials=1,
+                catch=(Exception,),
+            )
+            ended = _ended(study)
+            if len(ended) == len(before):  # grid exhausted: the sampler stopped the study
+                stopped = "search space exhausted"
+                break
+            last = study.trials[max(set(ended) - set(before))]
+            failures = failures + 1 if last.state == optuna.trial.TrialState.FAIL else 0
+            reporter.trial_ended(study, last)
+            keras.backend.clear_session()
+            gc.collect()
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        raise
+    finally:
+        optuna.storages.fail_stale_trials(study)
+        if parent is not None:
+            tracking.finish_parent_run(
+                parent,
+                study,
+                cfg,
+                complete=n_finished(study) >= target,
+                interrupted=stopped == "interrupted",
+            )
+    return summarize(study, cfg, parent, stopped)
+
+
+def summarize(study: optuna.Study, cfg: Any, parent: str | None, stopped: str) -> dict[str, Any]:
+    best = None
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        bt = study.best_trial
+        best = {
+            "number": bt.number,
+            "value": bt.value,
+            "params": bt.params,
+            "mlflow_run_id": bt.user_attrs.get("mlflow_run_id"),
+        }
+    return {
+        "study_name": study.study_name,
+        "storage": tracking.mask(storage_url(cfg)),
+        "parent_run_id": parent,
+        "counts": counts(study),
+        "finished": n_finished(study),
+        "target": cfg.search.n_trials,
+        "best": best,
+        "stopped": stopped,
+    }

@@ -1,0 +1,297 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+
+from cifar_exp.config import ConfigError, compose, list_experiments, with_overrides
+from cifar_exp.search import objective, parse_space, storage_url, sweep
+from cifar_exp.tracking import tracking_uri
+
+from .conftest import REPO
+
+
+def runs(cfg):
+    client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def load(cfg):
+    return optuna.load_study(study_name=cfg.search.study_name, storage=storage_url(cfg))
+
+
+# --------------------------------------------------------------------------- space
+
+
+def test_space_from_config(cfg):
+    space = {p.key: p for p in parse_space(cfg)}
+    assert set(space) == {"optimizer.lr", "trainer.batch_size"}
+    assert space["optimizer.lr"].log and space["optimizer.lr"].low == 1e-4
+    assert space["trainer.batch_size"].choices == (32, 64, 128, 256)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+search.space.optimizer.lrr={type:float,low:0.1,high:1}",
+            "no config key 'optimizer.lrr'",
+        ),
+        ("search.space.optimizer.lr.low=0.5", "needs low < high"),
+        ("search.space.optimizer.lr.type=gaussian", "must be float, int or categorical"),
+        ("search.space.trainer.batch_size.choices=[]", "non-empty `choices`"),
+        ("search.space.optimizer.lr.low=0", "log scale needs low > 0"),
+    ],
+)
+def test_bad_space_is_a_clear_error_before_anything_runs(overrides, override, message, workdir):
+    cfg = compose([*overrides, override])
+    with pytest.raises(ConfigError, match=r"search\.space"):
+        sweep(cfg)
+    with pytest.raises(ConfigError) as err:
+        parse_space(cfg)
+    assert message in str(err.value)
+    assert not (workdir / "mlruns" / "optuna.db").exists()
+
+
+def test_null_removes_a_space_entry(overrides):
+    cfg = compose([*overrides, "search.space.optimizer.lr=null"])
+    assert [p.key for p in parse_space(cfg)] == ["trainer.batch_size"]
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def test_objective_with_a_fixed_trial(cfg):
+    trial = optuna.trial.FixedTrial({"optimizer.lr": 0.02, "trainer.batch_size": 64})
+    value = objective(trial, cfg, parse_space(cfg))
+    assert 0.0 <= value <= 1.0
+    _, found = runs(cfg)
+    assert len(found) == 1
+    run = found[0]
+    assert run.data.params["optimizer.lr"] == "0.02"
+    assert run.data.params["trainer.batch_size"] == "64"
+    assert run.data.metrics["val_accuracy"] == pytest.approx(value)
+    assert run.data.tags["optuna.state"] == "COMPLETE"
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def test_tiny_study_records_parent_and_children_and_resumes(cfg):
+    out = sweep(cfg)
+    assert out["finished"] == 4 and out["counts"] == {"COMPLETE": 4}
+    study = load(cfg)
+    assert len(study.trials) == 4
+    client, found = runs(cfg)
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.run_id == out["parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    assert parent.data.tags["optuna.study_name"] == "tiny"
+    assert parent.data.tags["optuna.sampler"] == "tpe" and parent.data.tags["git_commit"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    files |= {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {"trials.csv", "best_trial.json", "optuna/optimization_history.png"} <= files
+    by_run = {r.info.run_id: r for r in children}
+    for trial in study.trials:
+        child = by_run[trial.user_attrs["mlflow_run_id"]]  # each side links to the other
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["optuna.trial_number"] == str(trial.number)
+        assert child.info.status == "FINISHED"
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [1, 2]
+        assert history[-1].value == pytest.approx(trial.value)
+        assert float(child.data.params["optimizer.lr"]) == pytest.approx(
+            trial.params["optimizer.lr"]
+        )
+    # the same command again adds nothing
+    again = sweep(cfg)
+    assert again["finished"] == 4 and len(load(cfg).trials) == 4
+    assert len(runs(cfg)[1]) == 5
+    # a larger n_trials only adds the missing trials, with new suggestions
+    more = sweep(with_overrides(cfg, {"search.n_trials": 5}))
+    trials = load(cfg).trials
+    assert more["finished"] == 5 and len(trials) == 5
+    assert trials[4].params != trials[0].params
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(cfg, monkeypatch):
+    cfg = with_overrides(
+        cfg, {"search.n_trials": 2, "model.max_norm": None, "optimizer.momentum": 0.0}
+    )
+    import cifar_exp.search as search_mod
+
+    real = search_mod.tracking.train_tracked
+    calls = {"n": 0}
+
+    def flaky(trial_cfg, *args, **kwargs):
+        """First trial: an absurd learning rate (NaN loss); second: an error; then real."""
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real(with_overrides(trial_cfg, {"optimizer.lr": 1e6}), *args, **kwargs)
+        if calls["n"] == 2:
+            raise RuntimeError("disk full (simulated)")
+        return real(trial_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod.tracking, "train_tracked", flaky)
+    out = sweep(cfg)
+    assert out["finished"] == 2
+    states = [t.state.name for t in load(cfg).trials]
+    assert states.count("FAIL") == 2 and states.count("COMPLETE") == 2
+    failed = [t for t in load(cfg).trials if t.state.name == "FAIL"]
+    reasons = " ".join(t.user_attrs.get("fail_reason", "") for t in failed)
+    assert "loss became" in reasons and "disk full" in reasons
+    _, found = runs(cfg)
+    diverged = [r for r in found if "loss became" in r.data.tags.get("failure_reason", "")]
+    assert len(diverged) == 1 and diverged[0].info.status == "FAILED"
+
+
+def test_pruning_stops_the_trial_after_epoch_1(cfg):
+    cfg = with_overrides(
+        cfg,
+        {
+            "search.n_trials": 2,
+            "trainer.epochs": 3,
+            "search.pruner.name": "threshold",
+            "search.pruner.lower": 1.1,
+            "search.pruner.n_warmup_steps": 0,
+        },
+    )
+    out = sweep(cfg)
+    assert out["counts"] == {"PRUNED": 2}
+    client, _ = runs(cfg)
+    for trial in load(cfg).trials:
+        assert trial.user_attrs["pruned_at_epoch"] == 1 and trial.user_attrs["epochs_run"] == 1
+        assert list(trial.intermediate_values) == [1]
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["optuna.state"] == "PRUNED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_experiments())
+def test_every_experiment_runs_in_tiny_mode(name, cifar_tarball, workdir):
+    cfg = compose(
+        [
+            f"experiment={name}",
+            f"data.path={cifar_tarball}",
+            f"tracking.dir={workdir / 'mlruns'}",
+            f"data.cache_dir={workdir}",
+            "data.val_size=100",
+            "data.limit_train=200",
+            "data.limit_test=100",
+            "trainer.epochs=1",
+            "search.n_trials=1",
+            "tracking.log_model=false",
+        ]
+    )
+    if name == "seed_epochs":  # keep its grid but make its points tiny
+        cfg = compose(
+            [
+                *(f"{k}={v}" for k, v in []),
+                f"experiment={name}",
+                f"data.path={cifar_tarball}",
+                f"tracking.dir={workdir / 'mlruns'}",
+                f"data.cache_dir={workdir}",
+                "data.limit_train=200",
+                "data.limit_test=100",
+                "search.n_trials=1",
+                "search.space.trainer.epochs.choices=[1,2,3]",
+                "tracking.log_model=false",
+            ]
+        )
+    out = sweep(cfg)
+    assert out["finished"] == 1
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def _cli(args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar_exp", "sweep", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _wait_for_running_trial(cfg, timeout=240):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        try:
+            study = load(cfg)
+        except Exception:
+            continue
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        running = [
+            t for t in study.trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs
+        ]
+        if done and running:
+            time.sleep(1.0)  # well inside its epochs
+            return {t.number: t.value for t in done}, running[0].number
+    raise AssertionError("no trial started in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume(overrides):
+    args = [
+        *overrides,
+        "search.n_trials=3",
+        "search.heartbeat_interval=1",
+        "trainer.epochs=6",
+        "tracking.log_model=false",
+    ]
+    cfg = compose(args)
+    proc = _cli(args)
+    done_before, killed = _wait_for_running_trial(cfg)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # the killed trial's heartbeat goes stale (grace: 2 x 1 s)
+    second = _cli(args)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output
+    study = load(cfg)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and "RUNNING" not in states
+    assert study.trials[killed].state.name == "FAIL"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].params == study.trials[killed].params
+    for number, value in done_before.items():
+        assert study.trials[number].value == value
+    client, found = runs(cfg)
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    killed_run = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "KILLED"
+    assert "no heartbeat" in killed_run.data.tags["failure_reason"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly(overrides):
+    args = [*overrides, "search.n_trials=3", "trainer.epochs=6", "tracking.log_model=false"]
+    cfg = compose(args)
+    proc = _cli(args)
+    _, interrupted = _wait_for_running_trial(cfg)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "run the same command again to resume" in output
+    assert "Traceback" not in output
+    study = load(cfg)
+    assert study.trials[interrupted].state.name == "FAIL"
+    client, found = runs(cfg)
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    run = client.get_run(study.trials[interrupted].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert os.path.exists(storage_url(cfg).removeprefix("sqlite:///"))
