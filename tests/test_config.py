@@ -79,7 +79,7 @@ def test_cli_help_and_cfg():
     )
     assert out.returncode == 0 and "optimizer.lr=" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "cifar_exp", "train", "--cfg", "optimizer.lr=0.05"],
+        [sys.executable, "-m", "cifar_exp", "train", "-q", "--cfg", "optimizer.lr=0.05"],
         capture_output=True,
         text=True,
         timeout=60,

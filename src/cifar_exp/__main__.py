@@ -205,7 +205,13 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {"train": cmd_train, "sweep": c
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides after an option (`train -q a=1`) land in `extra`; anything else is an error
+    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     from rich.console import Console
 
     from cifar_exp.config import ConfigError, compose, to_yaml

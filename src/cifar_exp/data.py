@@ -165,7 +165,16 @@ def _download_official() -> Path:
     """The official archive through Keras's cache (~/.keras/datasets), downloaded once."""
     from keras.utils import get_file
 
-    path = get_file(fname="cifar-10-python.tar.gz", origin=OFFICIAL_URL, file_hash=OFFICIAL_SHA256)
+    try:
+        path = get_file(
+            fname="cifar-10-python.tar.gz", origin=OFFICIAL_URL, file_hash=OFFICIAL_SHA256
+        )
+    except Exception as e:  # no network, proxy, checksum mismatch: all one actionable line
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"could not download CIFAR-10 from {OFFICIAL_URL} ({reason}); set CIFAR10_PATH "
+            "or data.path to a local cifar-10-python.tar.gz"
+        ) from None
     return Path(path)
 
 

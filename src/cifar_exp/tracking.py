@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
 from cifar_exp import plots, provenance
 from cifar_exp.config import flatten, to_yaml
@@ -40,8 +44,6 @@ def tracking_uri(cfg: Any) -> str:
 
 def setup(cfg: Any) -> str:
     """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
-    import mlflow
-
     uri = tracking_uri(cfg)
     artifacts = None
     if not cfg.uri:
@@ -63,9 +65,6 @@ class MlflowLogger(keras.callbacks.Callback):
         self.run_id = run_id
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-
         stamp = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), stamp, epoch + 1)
@@ -84,8 +83,6 @@ def run(
     tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:
     """An MLflow run that ends FAILED (with the reason) on an error and KILLED on Ctrl-C."""
-    import mlflow
-
     active = mlflow.start_run(
         run_name=name,
         experiment_id=experiment_id,
@@ -109,8 +106,6 @@ def run(
 
 def log_config(cfg: Any) -> None:
     """The resolved config: as params (dotted keys, search space left out) and as YAML."""
-    import mlflow
-
     params = {k: v for k, v in flatten(cfg).items() if not k.startswith("search.")}
     mlflow.log_params(params)
     mlflow.log_text(to_yaml(cfg), "config.yaml")
@@ -124,7 +119,6 @@ def _summary(model: Any) -> str:
 
 def log_result(result: TrainResult, cfg: Any) -> None:
     """Plots, history table, model summary, test metrics and the model itself."""
-    import mlflow
     import pandas as pd
 
     mlflow.log_text(_summary(result.model), "model_summary.txt")
@@ -152,7 +146,6 @@ def log_result(result: TrainResult, cfg: Any) -> None:
 def log_model(model: Any) -> Any:
     """The Keras model as an MLflow logged model named `model` (pip requirements pinned,
     so MLflow need not re-import the model to infer them)."""
-    import mlflow
     from mlflow.models import infer_signature
 
     versions = provenance.versions()
@@ -200,8 +193,6 @@ def train_tracked(
         if on_run is not None:
             on_run(run_id)
         log_config(cfg)
-        import mlflow
-
         mlflow.log_dict(splits.info, "data.json")
         mlflow.set_tag("data.sha256", splits.info.get("sha256", ""))
         result = train(
@@ -236,7 +227,6 @@ def mask(url: str) -> str:
 
 
 def tag_run(run_id: str, tags: dict[str, str]) -> None:
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     for key, value in tags.items():
@@ -245,8 +235,6 @@ def tag_run(run_id: str, tags: dict[str, str]) -> None:
 
 def close_run(cfg: Any, run_id: str, status: str, reason: str) -> None:
     """End a run left open by a dead process (status KILLED or FAILED, with the reason)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri(cfg))
     try:
@@ -263,8 +251,6 @@ def study_parent_run(cfg: Any, study: Any) -> str:
     Its id is kept in the study's user attributes, so every worker and every resume files its
     trials under the same parent.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     experiment_id = setup(cfg.tracking)
     client = MlflowClient()
@@ -291,10 +277,12 @@ def study_parent_run(cfg: Any, study: Any) -> str:
     }
     run = client.create_run(experiment_id, tags=tags, run_name=f"study-{study.study_name}")
     run_id = run.info.run_id
-    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("search.n_trials")}
-    params = {k: (mask(v) if isinstance(v, str) else v) for k, v in params.items()}
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
+    params = [
+        Param(k, mask(str(v)))
+        for k, v in flatten(cfg).items()
+        if not k.startswith("search.n_trials")
+    ]
+    client.log_batch(run_id, params=params)
     client.log_text(run_id, to_yaml(cfg), "config.yaml")
     study.set_user_attr("mlflow_parent_run_id", run_id)
     return run_id
@@ -304,7 +292,6 @@ def log_study(run_id: str, study: Any) -> None:
     """Best value and params, the trials table and Optuna's figures, on the parent run."""
     import optuna
     from matplotlib import pyplot as plt
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     states = [t.state for t in study.trials]
@@ -343,7 +330,6 @@ def finish_parent_run(
     run_id: str, study: Any, cfg: Any, *, complete: bool, interrupted: bool
 ) -> None:
     """Log the study summary on the parent run and end it (KILLED when interrupted)."""
-    from mlflow import MlflowClient
 
     try:
         log_study(run_id, study)
