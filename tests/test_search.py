@@ -210,6 +210,11 @@ def test_every_experiment_runs_in_tiny_mode(name, cifar_tarball, workdir):
         )
     out = sweep(cfg)
     assert out["finished"] == 1
+    if name == "seed_epochs":
+        from cifar_exp.report import report
+
+        md = report(cfg, workdir / "reports")["markdown"].read_text()
+        assert "Replication of the reference study" in md and "| 30 | 0.734 |" in md
 
 
 # --------------------------------------------------------------------------- crash safety

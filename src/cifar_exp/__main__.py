@@ -1,7 +1,10 @@
 """Command line: parse, compose the config, call one function, show the result.
 
-python -m cifar_exp train [OVERRIDES...]
-python -m cifar_exp sweep [experiment=NAME] [OVERRIDES...]
+python -m cifar_exp train    [KEY=VALUE...]
+python -m cifar_exp sweep    [KEY=VALUE...]
+python -m cifar_exp report   [STUDY|EXPERIMENT] [KEY=VALUE...]
+python -m cifar_exp reproduce RUN_ID [KEY=VALUE...]
+python -m cifar_exp evaluate [MODEL] [KEY=VALUE...]
 """
 
 from __future__ import annotations
@@ -35,6 +38,30 @@ one study. Examples:
   python -m cifar_exp sweep search.space.optimizer.lr.high=0.5
 """
 
+EPILOG_REPORT = """\
+STUDY is a study name or the name of an experiment in experiments/ (default: the default
+study). Writes reports/<study>/report.md and report.html (self-contained) and logs both to the
+study's MLflow parent run. The best trial's model is evaluated once on the test set. Examples:
+  python -m cifar_exp report tiny
+  python -m cifar_exp report seed_epochs data.path=../shared/data/cifar-10-python.tar.gz
+"""
+
+EPILOG_REPRODUCE = """\
+RUN_ID is any logged `train` run or trial. Its recorded config, seed and data source are
+re-run as a new MLflow run tagged reproduces=RUN_ID, and both runs' metrics are compared.
+Overrides apply on top of the recorded config (e.g. data.path= when the data moved). Example:
+  python -m cifar_exp reproduce 3f2a...c9
+"""
+
+EPILOG_EVALUATE = """\
+MODEL is an MLflow run id, a registered model (models:/cifar10-cnn/3, models:/cifar10-cnn@champion)
+or a .keras file; by default the registry champion. It is evaluated on the test set of the
+data config (the full 10,000 images unless data.limit_test is set). Examples:
+  python -m cifar_exp evaluate
+  python -m cifar_exp evaluate models:/cifar10-cnn@champion
+  python -m cifar_exp evaluate model.keras data.limit_test=1000
+"""
+
 EPILOG_MAIN = """\
 examples:
   python -m cifar_exp sweep experiment=tiny
@@ -48,47 +75,6 @@ Set CIFAR10_PATH (or data.path=) to a local cifar-10-python.tar.gz to skip the d
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cifar-exp",
-        description="Hyperparameter studies for CIFAR-10 image classification "
-        "(Keras, Hydra, Optuna, MLflow).",
-        epilog=EPILOG_MAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help_: str, epilog: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument(
-            "overrides",
-            nargs="*",
-            metavar="KEY=VALUE",
-            help="Hydra overrides, e.g. optimizer.lr=0.05 or model=seed_cnn",
-        )
-        p.add_argument(
-            "--cfg",
-            action="store_true",
-            help="print the resolved config (YAML) and exit without running",
-        )
-        p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
-        return p
-
-    command("train", "Train the configured CNN once and record the run in MLflow.", EPILOG_TRAIN)
-    command(
-        "sweep",
-        "Run or resume an Optuna study; every trial is a tracked training run.",
-        EPILOG_SWEEP,
-    )
-    return parser
-
-
 def _setup_logging(quiet: bool) -> None:
     from rich.logging import RichHandler
 
@@ -98,6 +84,7 @@ def _setup_logging(quiet: bool) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(show_path=False)],
     )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import warnings
@@ -137,33 +124,16 @@ def _error(console: Any, e: Exception) -> None:
     console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
 
 
-def cmd_train(cfg: Any, console: Any) -> int:
+def cmd_train(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+    from cifar_exp.console import show_train
     from cifar_exp.tracking import tracking_uri, train_tracked
 
-    out = train_tracked(cfg)
-    from rich.table import Table
-
-    table = Table(title="result", show_header=False)
-    for key, value in out["final"].items():
-        table.add_row(key, f"{value:.4f}")
-    if out["test"]:
-        table.add_row("test_loss", f"{out['test']['loss']:.4f}")
-        table.add_row("test_accuracy", f"{out['test']['accuracy']:.4f}")
-    table.add_row("precision", out["info"]["precision"])
-    table.add_row("train_time (s)", f"{out['info']['train_time']:.1f}")
-    console.print(table)
-    if out["run_id"]:
-        console.print(
-            f"MLflow run [bold]{out['run_id']}[/] in {tracking_uri(cfg.tracking)}\n"
-            f"browse: mlflow ui --backend-store-uri {tracking_uri(cfg.tracking)}"
-        )
+    show_train(console, train_tracked(cfg), tracking_uri(cfg.tracking))
     return 0
 
 
-def cmd_sweep(cfg: Any, console: Any) -> int:
-    from rich.table import Table
-
-    from cifar_exp.progress import RichReporter
+def cmd_sweep(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+    from cifar_exp.console import RichReporter, show_sweep
     from cifar_exp.search import sweep
     from cifar_exp.tracking import tracking_uri
 
@@ -176,49 +146,147 @@ def cmd_sweep(cfg: Any, console: Any) -> int:
             "again to resume the study"
         )
         return 130
-    table = Table(title=f"study {out['study_name']}", show_header=False)
-    table.add_row("finished trials", f"{out['finished']} of {out['target']}")
-    table.add_row("by state", ", ".join(f"{k.lower()} {v}" for k, v in out["counts"].items()))
-    if out["best"]:
-        b = out["best"]
-        table.add_row(f"best {cfg.search.metric}", f"{b['value']:.4f} (trial {b['number']})")
-        for key, value in b["params"].items():
-            table.add_row(f"  {key}", str(value))
-    table.add_row("storage", out["storage"])
-    if out["parent_run_id"]:
-        table.add_row("MLflow parent run", out["parent_run_id"])
-    console.print(table)
-    if out["stopped"] != "complete":
-        console.print(
-            f"[yellow]stopped early:[/] {out['stopped']}; run the same command again "
-            "to continue the study"
-        )
-    if out["parent_run_id"]:
-        console.print(f"browse: mlflow ui --backend-store-uri {tracking_uri(cfg.tracking)}")
-    return (
-        0 if out["finished"] >= out["target"] or out["stopped"] == "search space exhausted" else 1
+    show_sweep(console, out, cfg.search.metric, tracking_uri(cfg.tracking))
+    done = out["finished"] >= out["target"] or out["stopped"] == "search space exhausted"
+    return 0 if done else 1
+
+
+def cmd_report(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+    from cifar_exp.console import show_report
+    from cifar_exp.report import report
+
+    show_report(console, report(cfg))
+    return 0
+
+
+def cmd_reproduce(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+    from cifar_exp.console import show_reproduce
+    from cifar_exp.reproduce import reproduce
+
+    out = reproduce(arg, cfg, overrides)
+    show_reproduce(console, out)
+    return 0 if out["within_tolerance"] else 1
+
+
+def cmd_evaluate(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+    from cifar_exp.console import show_evaluate
+    from cifar_exp.registry import evaluate_model
+
+    show_evaluate(console, evaluate_model(arg, cfg))
+    return 0
+
+
+# name: (handler, help, epilog, positional argument: (metavar, required) or None)
+COMMANDS: dict[str, tuple[Callable[..., int], str, str, tuple[str, bool] | None]] = {
+    "train": (
+        cmd_train,
+        "Train the configured CNN once and record the run in MLflow.",
+        EPILOG_TRAIN,
+        None,
+    ),
+    "sweep": (
+        cmd_sweep,
+        "Run or resume an Optuna study; every trial is a tracked training run.",
+        EPILOG_SWEEP,
+        None,
+    ),
+    "report": (
+        cmd_report,
+        "Write a study's research report (Markdown and self-contained HTML).",
+        EPILOG_REPORT,
+        ("STUDY", False),
+    ),
+    "reproduce": (
+        cmd_reproduce,
+        "Re-run a logged run from its record and compare the metrics.",
+        EPILOG_REPRODUCE,
+        ("RUN_ID", True),
+    ),
+    "evaluate": (
+        cmd_evaluate,
+        "Evaluate a model on the test set (default: the champion).",
+        EPILOG_EVALUATE,
+        ("MODEL", False),
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifar-exp",
+        description="Hyperparameter studies for CIFAR-10 image classification "
+        "(Keras, Hydra, Optuna, MLflow).",
+        epilog=EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_, epilog, positional) in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        usage = "KEY=VALUE" if positional is None else f"{positional[0]} KEY=VALUE"
+        p.add_argument(
+            "args",
+            nargs="*",
+            metavar=usage,
+            help="Hydra overrides, e.g. optimizer.lr=0.05 or model=seed_cnn"
+            + ("" if positional is None else f"; {positional[0]} first"),
+        )
+        p.add_argument(
+            "--cfg",
+            action="store_true",
+            help="print the resolved config (YAML) and exit without running",
+        )
+        p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
+    return parser
 
 
-COMMANDS: dict[str, Callable[[Any, Any], int]] = {"train": cmd_train, "sweep": cmd_sweep}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
-    parser = _parser()
+def _split_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, str | None, list[str]]:
+    """(options, the command's positional argument, the overrides)."""
     args, extra = parser.parse_known_args(argv)
     # overrides after an option (`train -q a=1`) land in `extra`; anything else is an error
     unknown = [x for x in extra if x.startswith("-") or "=" not in x]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *extra]
+    words = [*args.args, *extra]
+    positional = [w for w in words if "=" not in w]
+    overrides = [w for w in words if "=" in w]
+    spec = COMMANDS[args.command][3]
+    if spec is None and positional:
+        parser.error(f"{args.command}: overrides are KEY=VALUE (got {positional[0]!r})")
+    if spec is not None and (len(positional) > 1 or (spec[1] and not positional)):
+        parser.error(f"{args.command}: expects {'one' if spec[1] else 'at most one'} {spec[0]}")
+    return args, (positional[0] if positional else None), overrides
+
+
+def _target_overrides(command: str, target: str | None) -> list[str]:
+    """`report NAME`: NAME is an experiment (its study) or a study name."""
+    if command != "report" or target is None:
+        return []
+    from cifar_exp.config import list_experiments
+
+    if target in list_experiments():
+        return [f"experiment={target}"]
+    return [f"search.study_name={target}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
+    parser = _parser()
+    args, target, overrides = _split_args(parser, argv)
     from rich.console import Console
 
     from cifar_exp.config import ConfigError, compose, to_yaml
 
     console, errors = Console(), Console(stderr=True)
     try:
-        cfg = compose(args.overrides)
+        cfg = compose([*_target_overrides(args.command, target), *overrides])
     except ConfigError as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
@@ -228,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.quiet)
     _import_tensorflow_quietly()
     from cifar_exp.data import DataError
+    from cifar_exp.registry import ModelNotFound
 
     try:
-        return COMMANDS[args.command](cfg, console)
-    except (ConfigError, DataError) as e:
+        return COMMANDS[args.command][0](cfg, console, target, overrides)
+    except (ConfigError, DataError, ModelNotFound) as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

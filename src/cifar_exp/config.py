@@ -92,6 +92,7 @@ class TrackingConfig:
     dir: str = "mlruns"
     experiment_name: str = "cifar10"
     log_model: bool = True
+    registered_model: str | None = "cifar10-cnn"
 
 
 @dataclass

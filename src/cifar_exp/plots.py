@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def curve(history: dict[str, list[float]], metric: str, title: str | None = None) -> Figure:
@@ -19,6 +20,7 @@ def curve(history: dict[str, list[float]], metric: str, title: str | None = None
         if values:
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per epoch")
     ax.grid(alpha=0.3)
@@ -90,3 +92,21 @@ def study_figures(study: object) -> dict[str, object]:
             fig.tight_layout()
         out[name] = fig
     return out
+
+
+def overlay(curves: dict[str, list[float]], metric: str) -> Figure:
+    """One line per trial (label -> values per epoch), e.g. every trial's val_accuracy."""
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    for label, values in curves.items():
+        if values:
+            ax.plot(range(1, len(values) + 1), values, marker=".", linewidth=1, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch, every trial")
+    ax.grid(alpha=0.3)
+    if 0 < len(curves) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -399,7 +399,19 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
                 complete=n_finished(study) >= target,
                 interrupted=stopped == "interrupted",
             )
-    return summarize(study, cfg, parent, stopped)
+    summary = summarize(study, cfg, parent, stopped)
+    if summary["best"] and summary["best"]["mlflow_run_id"] and _registers(cfg):
+        from cifar_exp.registry import register_best
+
+        summary["registered"] = register_best(
+            cfg, summary["best"]["mlflow_run_id"], summary["best"]["value"], study.study_name
+        )
+    return summary
+
+
+def _registers(cfg: Any) -> bool:
+    t = cfg.tracking
+    return bool(t.enabled and t.log_model and t.registered_model)
 
 
 def summarize(study: optuna.Study, cfg: Any, parent: str | None, stopped: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ stays unaware of MLflow.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import re
@@ -25,7 +26,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from cifar_exp import plots, provenance
-from cifar_exp.config import flatten, to_yaml
+from cifar_exp.config import flatten, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES, Splits, load_cifar10
 from cifar_exp.train import TrainResult, train
 
@@ -337,3 +338,23 @@ def finish_parent_run(
         log.warning("could not log the study summary to MLflow: %s", e)
     tag_run(run_id, {"study.complete": str(complete).lower()})
     MlflowClient().set_terminated(run_id, "KILLED" if interrupted else "FINISHED")
+
+
+def run_config(run_id: str, cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The config a run recorded, validated, with today's tracking settings and `overrides`
+    (`key=value`) on top. A recorded data path that is gone falls back to the run's data.json
+    source; if neither exists the error says to pass data.path=."""
+    from omegaconf import OmegaConf
+
+    client = MlflowClient(tracking_uri(cfg.tracking))
+    recorded = OmegaConf.load(client.download_artifacts(run_id, "config.yaml"))
+    recorded.tracking = OmegaConf.create(to_dict(cfg)["tracking"])
+    path = recorded.data.path
+    if path and not Path(path).expanduser().exists():
+        try:
+            source = json.loads(Path(client.download_artifacts(run_id, "data.json")).read_text())
+            recorded.data.path = source.get("source") or path
+        except (MlflowException, OSError, ValueError):
+            pass
+    extra = OmegaConf.from_dotlist([o for o in overrides if not o.startswith("tracking.")])
+    return validate(OmegaConf.merge(recorded, extra))

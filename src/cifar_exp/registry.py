@@ -1,0 +1,138 @@
+"""Models by reference: the MLflow model registry, the `champion` alias, and loading a model
+from a run id, a `models:/` URI or a `.keras` file (always in Keras safe mode)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from cifar_exp.tracking import setup
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+class ModelNotFound(ValueError):
+    """A model reference that names nothing loadable; the message says what was tried."""
+
+
+def register_best(cfg: Any, run_id: str, value: float, study_name: str) -> dict[str, Any]:
+    """Register the model of `run_id` under `tracking.registered_model`; move the champion
+    alias to it if it beats the current champion on the study metric.
+
+    Returns {"name", "version", "champion": bool, "previous": version or None}.
+    """
+    name = cfg.tracking.registered_model
+    setup(cfg.tracking)
+    client = MlflowClient()
+    metric, direction = cfg.search.metric, str(cfg.search.direction)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="CIFAR-10 CNNs from cifar-exp studies")
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    tags = {
+        "study": study_name,
+        "metric": metric,
+        "value": str(value),
+        "direction": direction,
+        "validation": str(cfg.data.validation),
+    }
+    version = (
+        existing[0]
+        if existing
+        else client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
+    )
+    previous = _champion(client, name)
+    better = previous is None or (
+        value > float(previous.tags.get("value", "-inf"))
+        if direction == "maximize"
+        else value < float(previous.tags.get("value", "inf"))
+    )
+    if better and (previous is None or previous.version != version.version):
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    return {
+        "name": name,
+        "version": int(version.version),
+        "champion": better,
+        "previous": int(previous.version) if previous else None,
+    }
+
+
+def _champion(client: MlflowClient, name: str) -> Any:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def champion_uri(cfg: Any) -> str:
+    return f"models:/{cfg.tracking.registered_model}@{CHAMPION}"
+
+
+def model_uri(reference: str | None, cfg: Any) -> str:
+    """A loadable URI for a run id, a `models:/` / `runs:/` URI or a `.keras` path
+    (None means the registry champion)."""
+    if reference is None:
+        return champion_uri(cfg)
+    if reference.startswith(("models:/", "runs:/")) or reference.endswith(".keras"):
+        return reference
+    if len(reference) == 32 and all(c in "0123456789abcdef" for c in reference):
+        return f"runs:/{reference}/model"
+    raise ModelNotFound(f"{reference}: not a run id, a models:/ or runs:/ URI, or a .keras file")
+
+
+def load_model(reference: str | None, cfg: Any) -> tuple[Any, str]:
+    """The Keras model a reference names, loaded in safe mode; also the URI it came from."""
+    import keras
+
+    uri = model_uri(reference, cfg)
+    if uri.endswith(".keras") and not uri.startswith(("models:/", "runs:/")):
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise ModelNotFound(f"{uri}: no such model file")
+        try:
+            return keras.saving.load_model(path, safe_mode=True), str(path.resolve())
+        except Exception as e:
+            raise ModelNotFound(f"{uri}: not a loadable Keras model ({e})") from None
+    setup(cfg.tracking)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as e:
+        hint = " (no study has registered a champion yet)" if reference is None else ""
+        raise ModelNotFound(f"{uri}: {str(e).splitlines()[0]}{hint}") from None
+    files = sorted(local.rglob("*.keras"))
+    if not files:
+        raise ModelNotFound(f"{uri}: holds no Keras model")
+    return keras.saving.load_model(files[0], safe_mode=True), uri
+
+
+def evaluate_model(reference: str | None, cfg: Any) -> dict[str, Any]:
+    """Test-set loss, accuracy, per-class accuracy and confusion matrix of a model reference,
+    on the test set of `cfg.data`; logged as an `evaluate` MLflow run when tracking is on."""
+    from cifar_exp import plots
+    from cifar_exp.data import CLASS_NAMES, load_cifar10
+    from cifar_exp.tracking import run, run_tags
+    from cifar_exp.train import evaluate
+
+    model, uri = load_model(reference, cfg)
+    splits = load_cifar10(cfg.data)
+    result = {**evaluate(model, splits.x_test, splits.y_test), "model": uri, "run_id": None}
+    if cfg.tracking.enabled:
+        experiment_id = setup(cfg.tracking)
+        tags = {**run_tags(cfg), "evaluates": uri, "data.sha256": splits.info["sha256"]}
+        with run("evaluate", experiment_id, tags=tags) as active:
+            mlflow.log_metrics({"test_loss": result["loss"], "test_accuracy": result["accuracy"]})
+            mlflow.log_dict({"class_names": list(CLASS_NAMES), **result}, "test_metrics.json")
+            mlflow.log_figure(
+                plots.confusion(result["confusion_matrix"], CLASS_NAMES),
+                "plots/confusion_matrix.png",
+            )
+            result["run_id"] = active.info.run_id
+    return result

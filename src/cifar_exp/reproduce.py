@@ -1,0 +1,83 @@
+"""Re-running a logged run from its record, and comparing the two."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from cifar_exp import provenance
+from cifar_exp.config import ConfigError, with_overrides
+from cifar_exp.tracking import run_config, setup, train_tracked
+
+log = logging.getLogger(__name__)
+
+COMPARED = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+# Same machine, same software, deterministic ops: metrics repeat exactly. Anything else is
+# judged against this absolute tolerance.
+TOLERANCE = 1e-6
+
+
+def reproduce(run_id: str, cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`.
+
+    Returns {"original", "reproduction", "rows": [(metric, original, new, diff)],
+    "identical", "within_tolerance", "warnings"}.
+    """
+    setup(cfg.tracking)
+    client = MlflowClient()
+    try:
+        original = client.get_run(run_id)
+    except MlflowException:
+        where = cfg.tracking.uri or cfg.tracking.dir
+        raise ConfigError(f"{run_id}: no such MLflow run in {where}") from None
+    recorded = run_config(run_id, cfg, overrides)
+    # a pruned trial stopped early: repeat exactly the epochs it ran
+    epochs = len(client.get_metric_history(run_id, "loss"))
+    if epochs and epochs != recorded.trainer.epochs:
+        recorded = with_overrides(recorded, {"trainer.epochs": epochs})
+    evaluate_test = "test_accuracy" in original.data.metrics
+    out = train_tracked(
+        recorded,
+        run_name=f"reproduce-{run_id[:8]}",
+        extra_tags={"reproduces": run_id},
+        evaluate_test=evaluate_test,
+    )
+    new = client.get_run(out["run_id"]) if out["run_id"] else None
+    new_metrics = new.data.metrics if new else {**out["final"], **_test(out)}
+    rows = []
+    for key in COMPARED:
+        if key in original.data.metrics and key in new_metrics:
+            a, b = original.data.metrics[key], new_metrics[key]
+            rows.append((key, a, b, b - a))
+    identical = all(d == 0 for *_, d in rows)
+    return {
+        "original": run_id,
+        "reproduction": out["run_id"],
+        "rows": rows,
+        "identical": identical,
+        "within_tolerance": all(abs(d) <= TOLERANCE for *_, d in rows),
+        "warnings": _differences(original.data.tags, new.data.tags if new else {}),
+    }
+
+
+def _test(out: dict) -> dict:
+    t = out.get("test")
+    return {"test_loss": t["loss"], "test_accuracy": t["accuracy"]} if t else {}
+
+
+def _differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What differs between the two runs' provenance: commit, package versions, data."""
+    now = dict(after) or {f"version.{k}": v for k, v in provenance.versions().items()}
+    out = []
+    for key in sorted(
+        k
+        for k in before
+        if k.startswith("version.")
+        or k in ("git_commit", "git_dirty", "data.sha256", "hardware.cpu")
+    ):
+        if key in now and now[key] != before[key]:
+            out.append(f"{key} differs: original {before[key]}, now {now[key]}")
+    return out
