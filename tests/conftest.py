@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -97,3 +100,105 @@ def cfg(overrides: list[str]):
     from cifar_exp.config import compose
 
     return compose(overrides)
+
+
+ARTIFACTS = Path(os.environ.get("CIFAR_EXP_TEST_ARTIFACTS", REPO / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def xdisplay():
+    """An X display: Xvfb started for the session (skips where none can be started)."""
+    import shutil
+    import subprocess
+
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("no display: Xvfb is not installed (apt-get install xvfb)")
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [xvfb, "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as fh:
+        number = fh.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.skip("no display: Xvfb did not start")
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    import keras
+
+    from cifar_exp.config import compose
+    from cifar_exp.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_model(compose([]).model).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """Images of many kinds and sizes, and broken files."""
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(d / "photo.jpg")
+    Image.fromarray(rng.integers(0, 255, (100, 50), dtype=np.uint8)).save(d / "gray.png")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 255  # red where opaque
+    rgba[:32, :, 3] = 255  # top half opaque, bottom half transparent
+    Image.fromarray(rgba).save(d / "rgba.png")
+    frame = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).convert("P")
+    frame.save(d / "anim.gif", save_all=True, append_images=[frame.rotate(90)])
+    Image.fromarray(rng.integers(0, 255, (20, 3000, 3), dtype=np.uint8)).save(d / "wide.webp")
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / "small.bmp")
+    bad = d / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("not an image")
+    raw = (d / "photo.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(raw[: len(raw) // 3])
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0)  # 1.6 gigapixels
+    (bad / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 5001))
+        + chunk(b"IEND", b"")
+    )
+    return d
+
+
+@pytest.fixture(scope="session")
+def study_cfg(cifar_tarball, tmp_path_factory):
+    """The tiny study, run once for the whole session: (cfg, root folder, sweep summary)."""
+    from cifar_exp.config import compose
+    from cifar_exp.search import sweep
+
+    root = tmp_path_factory.mktemp("study")
+    cfg = compose(
+        [
+            "experiment=tiny",
+            f"data.path={cifar_tarball}",
+            f"data.cache_dir={root / 'cache'}",
+            f"tracking.dir={root / 'mlruns'}",
+        ]
+    )
+    out = sweep(cfg)
+    assert out["finished"] == 4
+    return cfg, root, out

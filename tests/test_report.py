@@ -10,28 +10,12 @@ import numpy as np
 import optuna
 import pytest
 
-from cifar_exp.config import compose, with_overrides
+from cifar_exp.config import with_overrides
 from cifar_exp.registry import CHAMPION, ModelNotFound, evaluate_model, register_best
 from cifar_exp.report import report
 from cifar_exp.reproduce import reproduce
-from cifar_exp.search import storage_url, sweep
+from cifar_exp.search import storage_url
 from cifar_exp.tracking import tracking_uri
-
-
-@pytest.fixture(scope="module")
-def study_cfg(cifar_tarball, tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    cfg = compose(
-        [
-            "experiment=tiny",
-            f"data.path={cifar_tarball}",
-            f"data.cache_dir={root / 'cache'}",
-            f"tracking.dir={root / 'mlruns'}",
-        ]
-    )
-    out = sweep(cfg)
-    assert out["finished"] == 4
-    return cfg, root, out
 
 
 class _Page(HTMLParser):

@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
@@ -62,6 +64,33 @@ data config (the full 10,000 images unless data.limit_test is set). Examples:
   python -m cifar_exp evaluate model.keras data.limit_test=1000
 """
 
+EPILOG_PREDICT = """\
+IMAGE is any file Pillow reads (PNG, JPEG, BMP, GIF: first frame, WebP, TIFF; grayscale,
+palette and transparent images become RGB over white) or a folder of them. Each image is
+squeezed whole to 32x32 pixels (aspect ratio not kept, no crop, bicubic), as the reference
+study's Image.resize((32, 32)), then scaled to [0, 1] as in training. A file that cannot be
+read is reported on its own line and the others are still classified; the exit code is 1 if
+any failed. Examples:
+  python -m cifar_exp predict cat.jpg photos/
+  python -m cifar_exp predict --model models:/cifar10-cnn/2 --json cat.jpg
+"""
+
+EPILOG_GUI = """\
+Opens the "Image Classification CIFAR10" window: upload an image, classify it, see the top-3
+classes. The model (default: the registry champion) loads once, in the background.
+  python -m cifar_exp gui
+  python -m cifar_exp gui --model path/to/model.keras
+"""
+
+EPILOG_UI = """\
+Starts the MLflow UI on the same store the runs went to (tracking.dir, default ./mlruns) and
+prints its URL; Ctrl-C stops it. For Optuna's own dashboard on the study storage:
+  pip install optuna-dashboard && optuna-dashboard sqlite:///mlruns/optuna.db
+Examples:
+  python -m cifar_exp ui
+  python -m cifar_exp ui --port 5001 tracking.dir=/data/mlruns
+"""
+
 EPILOG_MAIN = """\
 examples:
   python -m cifar_exp sweep experiment=tiny
@@ -85,6 +114,7 @@ def _setup_logging(quiet: bool) -> None:
         handlers=[RichHandler(show_path=False)],
     )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import warnings
@@ -124,7 +154,7 @@ def _error(console: Any, e: Exception) -> None:
     console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
 
 
-def cmd_train(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+def cmd_train(cfg: Any, console: Any, args: argparse.Namespace) -> int:
     from cifar_exp.console import show_train
     from cifar_exp.tracking import tracking_uri, train_tracked
 
@@ -132,7 +162,7 @@ def cmd_train(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> 
     return 0
 
 
-def cmd_sweep(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+def cmd_sweep(cfg: Any, console: Any, args: argparse.Namespace) -> int:
     from cifar_exp.console import RichReporter, show_sweep
     from cifar_exp.search import sweep
     from cifar_exp.tracking import tracking_uri
@@ -151,7 +181,7 @@ def cmd_sweep(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> 
     return 0 if done else 1
 
 
-def cmd_report(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+def cmd_report(cfg: Any, console: Any, args: argparse.Namespace) -> int:
     from cifar_exp.console import show_report
     from cifar_exp.report import report
 
@@ -159,54 +189,138 @@ def cmd_report(cfg: Any, console: Any, arg: str | None, overrides: list[str]) ->
     return 0
 
 
-def cmd_reproduce(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+def cmd_reproduce(cfg: Any, console: Any, args: argparse.Namespace) -> int:
     from cifar_exp.console import show_reproduce
     from cifar_exp.reproduce import reproduce
 
-    out = reproduce(arg, cfg, overrides)
+    out = reproduce(args.targets[0], cfg, args.overrides)
     show_reproduce(console, out)
     return 0 if out["within_tolerance"] else 1
 
 
-def cmd_evaluate(cfg: Any, console: Any, arg: str | None, overrides: list[str]) -> int:
+def cmd_evaluate(cfg: Any, console: Any, args: argparse.Namespace) -> int:
     from cifar_exp.console import show_evaluate
     from cifar_exp.registry import evaluate_model
 
-    show_evaluate(console, evaluate_model(arg, cfg))
+    show_evaluate(console, evaluate_model(args.targets[0] if args.targets else None, cfg))
     return 0
 
 
-# name: (handler, help, epilog, positional argument: (metavar, required) or None)
-COMMANDS: dict[str, tuple[Callable[..., int], str, str, tuple[str, bool] | None]] = {
-    "train": (
-        cmd_train,
-        "Train the configured CNN once and record the run in MLflow.",
-        EPILOG_TRAIN,
-        None,
+def cmd_predict(cfg: Any, console: Any, args: argparse.Namespace) -> int:
+    from cifar_exp.console import show_predictions
+    from cifar_exp.predict import Classifier
+
+    classifier = Classifier.load(args.model, cfg)
+    results = classifier.predict_paths(args.targets, top=args.top)
+    show_predictions(console, results, classifier.source, as_json=args.json)
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_gui(cfg: Any, console: Any, args: argparse.Namespace) -> int:
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        raise CommandError(
+            "gui: no display (DISPLAY is not set); run it on a desktop or under Xvfb"
+        )
+    from cifar_exp.gui import run
+    from cifar_exp.predict import Classifier
+
+    run(lambda: Classifier.load(args.model, cfg))
+    return 0
+
+
+def cmd_ui(cfg: Any, console: Any, args: argparse.Namespace) -> int:
+    from cifar_exp.dashboard import serve
+
+    return serve(cfg, console, host=args.host, port=args.port)
+
+
+class CommandError(ValueError):
+    """A command that cannot run here; printed as one line, exit code 2."""
+
+
+@dataclass
+class Command:
+    run: Callable[..., int]
+    help: str
+    epilog: str
+    # the positional words (those without "="): (metavar, least, most or None for many)
+    positional: tuple[str, int, int | None] | None = None
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        metavar="MODEL",
+        default=None,
+        help="run id, models:/NAME/VERSION, models:/NAME@ALIAS or a .keras file "
+        "(default: the registry champion)",
+    )
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    _model_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=3,
+        choices=range(1, 11),
+        metavar="K",
+        help="classes to show per image (default 3)",
+    )
+
+
+def _ui_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        cmd_train, "Train the configured CNN once and record the run in MLflow.", EPILOG_TRAIN
     ),
-    "sweep": (
+    "sweep": Command(
         cmd_sweep,
         "Run or resume an Optuna study; every trial is a tracked training run.",
         EPILOG_SWEEP,
-        None,
     ),
-    "report": (
+    "report": Command(
         cmd_report,
         "Write a study's research report (Markdown and self-contained HTML).",
         EPILOG_REPORT,
-        ("STUDY", False),
+        ("STUDY", 0, 1),
     ),
-    "reproduce": (
+    "reproduce": Command(
         cmd_reproduce,
         "Re-run a logged run from its record and compare the metrics.",
         EPILOG_REPRODUCE,
-        ("RUN_ID", True),
+        ("RUN_ID", 1, 1),
     ),
-    "evaluate": (
+    "evaluate": Command(
         cmd_evaluate,
         "Evaluate a model on the test set (default: the champion).",
         EPILOG_EVALUATE,
-        ("MODEL", False),
+        ("MODEL", 0, 1),
+    ),
+    "predict": Command(
+        cmd_predict,
+        "Classify your own images (top classes with probabilities).",
+        EPILOG_PREDICT,
+        ("IMAGE", 1, None),
+        _predict_options,
+    ),
+    "gui": Command(
+        cmd_gui,
+        "Open a window to upload an image and classify it.",
+        EPILOG_GUI,
+        None,
+        _model_options,
+    ),
+    "ui": Command(
+        cmd_ui, "Start the MLflow UI on the project's tracking store.", EPILOG_UI, None, _ui_options
     ),
 }
 
@@ -220,21 +334,22 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, help_, epilog, positional) in COMMANDS.items():
+    for name, command in COMMANDS.items():
         p = sub.add_parser(
             name,
-            help=help_,
-            description=help_,
-            epilog=epilog,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        usage = "KEY=VALUE" if positional is None else f"{positional[0]} KEY=VALUE"
+        pos = command.positional
+        usage = "KEY=VALUE" if pos is None else f"{pos[0]} KEY=VALUE"
         p.add_argument(
             "args",
             nargs="*",
             metavar=usage,
             help="Hydra overrides, e.g. optimizer.lr=0.05 or model=seed_cnn"
-            + ("" if positional is None else f"; {positional[0]} first"),
+            + ("" if pos is None else f"; {pos[0]} before them"),
         )
         p.add_argument(
             "--cfg",
@@ -242,27 +357,36 @@ def _parser() -> argparse.ArgumentParser:
             help="print the resolved config (YAML) and exit without running",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
+        if command.options:
+            command.options(p)
     return parser
 
 
-def _split_args(
-    parser: argparse.ArgumentParser, argv: list[str] | None
-) -> tuple[argparse.Namespace, str | None, list[str]]:
-    """(options, the command's positional argument, the overrides)."""
+def _split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Options, plus `targets` (the command's positional words) and `overrides` (KEY=VALUE)."""
     args, extra = parser.parse_known_args(argv)
-    # overrides after an option (`train -q a=1`) land in `extra`; anything else is an error
-    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    # words after an option (`train -q a=1`) land in `extra`; other options are errors
+    unknown = [x for x in extra if x.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     words = [*args.args, *extra]
-    positional = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
-    spec = COMMANDS[args.command][3]
-    if spec is None and positional:
-        parser.error(f"{args.command}: overrides are KEY=VALUE (got {positional[0]!r})")
-    if spec is not None and (len(positional) > 1 or (spec[1] and not positional)):
-        parser.error(f"{args.command}: expects {'one' if spec[1] else 'at most one'} {spec[0]}")
-    return args, (positional[0] if positional else None), overrides
+    pos = COMMANDS[args.command].positional
+    # an image path may contain "=": for predict, existing files are never overrides
+    is_target = (
+        (lambda w: "=" not in w or Path(w).exists())
+        if pos and pos[2] is None
+        else (lambda w: "=" not in w)
+    )
+    args.targets = [w for w in words if is_target(w)]
+    args.overrides = [w for w in words if not is_target(w)]
+    n = len(args.targets)
+    if pos is None and n:
+        parser.error(f"{args.command}: overrides are KEY=VALUE (got {args.targets[0]!r})")
+    if pos is not None and (n < pos[1] or (pos[2] is not None and n > pos[2])):
+        parser.error(
+            f"{args.command}: expects {pos[0]}" + (" (one or more)" if pos[2] is None else "")
+        )
+    return args
 
 
 def _target_overrides(command: str, target: str | None) -> list[str]:
@@ -279,14 +403,15 @@ def _target_overrides(command: str, target: str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
     parser = _parser()
-    args, target, overrides = _split_args(parser, argv)
+    args = _split_args(parser, argv)
     from rich.console import Console
 
     from cifar_exp.config import ConfigError, compose, to_yaml
 
     console, errors = Console(), Console(stderr=True)
+    target = args.targets[0] if args.targets else None
     try:
-        cfg = compose([*_target_overrides(args.command, target), *overrides])
+        cfg = compose([*_target_overrides(args.command, target), *args.overrides])
     except ConfigError as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
@@ -299,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     from cifar_exp.registry import ModelNotFound
 
     try:
-        return COMMANDS[args.command][0](cfg, console, target, overrides)
-    except (ConfigError, DataError, ModelNotFound) as e:
+        return COMMANDS[args.command].run(cfg, console, args)
+    except (ConfigError, DataError, ModelNotFound, CommandError) as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -219,3 +219,29 @@ def show_evaluate(console: Console, out: dict) -> None:
     console.print(cm)
     if out["run_id"]:
         console.print(f"logged as MLflow run {out['run_id']}")
+
+
+def show_predictions(console: Console, results: list, source: str, as_json: bool) -> None:
+    """Top classes per image as a table (or JSON); failures as one `error:` line each."""
+    import json
+
+    if as_json:
+        payload = {"model": source, "results": [r.as_dict() for r in results]}
+        console.print_json(json.dumps(payload))
+        return
+    console.print(f"model: {source}", highlight=False)
+    ok = [r for r in results if not r.error]
+    if ok:
+        t = Table(title_justify="left")
+        t.add_column("image", overflow="fold")
+        for i in range(len(ok[0].top)):
+            t.add_column(f"#{i + 1}")
+        for r in ok:
+            t.add_row(r.image, *(f"{c} {p:.1%}" for c, p in r.top))
+        console.print(t)
+    from rich.text import Text
+
+    err = Console(stderr=True)
+    for r in results:
+        if r.error:
+            err.print(Text.assemble(("error: ", "bold red"), r.error), soft_wrap=True)

@@ -1,0 +1,60 @@
+"""`cifar-exp ui`: the MLflow UI on the project's tracking store, bound to this machine."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from cifar_exp.tracking import mask, setup, tracking_uri
+
+
+def ui_command(cfg: Any, host: str, port: int) -> list[str]:
+    """The `mlflow server` command line serving the embedded store (UI and artifacts)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri(cfg.tracking),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    artifacts = (Path(cfg.tracking.dir).resolve() / "artifacts").as_uri()
+    return [*cmd, "--default-artifact-root", artifacts, "--no-serve-artifacts"]
+
+
+def serve(cfg: Any, console: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run the MLflow UI until Ctrl-C; returns its exit code."""
+    if cfg.tracking.uri and not str(cfg.tracking.uri).startswith("sqlite"):
+        console.print(
+            f"runs go to the tracking server {mask(str(cfg.tracking.uri))}: open it "
+            "in a browser; there is no local store to serve"
+        )
+        return 0
+    setup(cfg.tracking)  # the store and the experiment exist before the UI opens them
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            f"[yellow]warning:[/] serving on {host}: anyone who reaches this machine "
+            "can read and change the runs (the MLflow UI has no login)"
+        )
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    console.print(
+        f"MLflow UI on {tracking_uri(cfg.tracking)}\nopen [bold]{url}[/] (Ctrl-C stops it)"
+    )
+    proc = subprocess.Popen(ui_command(cfg, host, port))
+    # a TERM (a service manager, a test) stops the server too, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 0
