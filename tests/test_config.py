@@ -106,3 +106,16 @@ def test_flatten_and_with_overrides():
         with_overrides(cfg, {"optimizer.nope": 1})
     with pytest.raises(ConfigError, match=r"optimizer\.lr: must be > 0"):
         with_overrides(cfg, {"optimizer.lr": -0.1})
+
+
+def test_credentials_are_masked_wherever_the_config_is_shown():
+    from cifar_exp.config import mask, to_yaml
+
+    url = "postgresql://optuna:s3cret@db.example:5432/studies"
+    assert mask(url) == "postgresql://optuna:***@db.example:5432/studies"
+    assert mask("sqlite:////tmp/x/optuna.db") == "sqlite:////tmp/x/optuna.db"
+    cfg = compose([f"search.storage={url}", "tracking.uri=http://me:pw@mlflow:5000"])
+    assert cfg.search.storage == url  # the real value is still used to connect
+    shown = to_yaml(cfg) + str(flatten(cfg))
+    assert "s3cret" not in shown and ":pw@" not in shown
+    assert "optuna:***@db.example" in shown and "me:***@mlflow" in shown

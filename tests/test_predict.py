@@ -67,43 +67,21 @@ def test_classifier_top3_and_errors_side_by_side(images, model_file):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
 
 
+def _predict(*args):
+    cmd = [sys.executable, "-m", "cifar_exp", "predict", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
 def test_predict_cli(images, model_file, workdir):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_exp",
-            "predict",
-            "--model",
-            str(model_file),
-            "--json",
-            str(images / "photo.jpg"),
-            str(images / "bad" / "text.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = _predict(
+        "--model", model_file, "--json", images / "photo.jpg", images / "bad" / "text.png"
     )
     assert proc.returncode == 1, proc.stderr
     payload = json.loads(proc.stdout)
     first, second = payload["results"]
     assert len(first["predictions"]) == 3 and first["error"] is None
     assert "not an image" in second["error"] and second["predictions"] == []
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_exp",
-            "predict",
-            "--model",
-            str(model_file),
-            str(images / "small.bmp"),
-            str(images / "bad" / "empty.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _predict("--model", model_file, images / "small.bmp", images / "bad" / "empty.png")
     assert proc.returncode == 1
     assert "small.bmp" in proc.stdout
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

@@ -155,14 +155,16 @@ def _error(console: Any, e: Exception) -> None:
 
 
 def cmd_train(cfg: Any, console: Any, args: argparse.Namespace) -> int:
+    from cifar_exp.config import mask
     from cifar_exp.console import show_train
     from cifar_exp.tracking import tracking_uri, train_tracked
 
-    show_train(console, train_tracked(cfg), tracking_uri(cfg.tracking))
+    show_train(console, train_tracked(cfg), mask(tracking_uri(cfg.tracking)))
     return 0
 
 
 def cmd_sweep(cfg: Any, console: Any, args: argparse.Namespace) -> int:
+    from cifar_exp.config import mask
     from cifar_exp.console import RichReporter, show_sweep
     from cifar_exp.search import sweep
     from cifar_exp.tracking import tracking_uri
@@ -176,7 +178,7 @@ def cmd_sweep(cfg: Any, console: Any, args: argparse.Namespace) -> int:
             "again to resume the study"
         )
         return 130
-    show_sweep(console, out, cfg.search.metric, tracking_uri(cfg.tracking))
+    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
     done = out["finished"] >= out["target"] or out["stopped"] == "search space exhausted"
     return 0 if done else 1
 
@@ -420,13 +422,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _setup_logging(args.quiet)
     _import_tensorflow_quietly()
+    from mlflow.exceptions import MlflowException
+
+    from cifar_exp.config import mask
     from cifar_exp.data import DataError
     from cifar_exp.registry import ModelNotFound
+    from cifar_exp.search import StorageUnavailable
 
     try:
         return COMMANDS[args.command].run(cfg, console, args)
-    except (ConfigError, DataError, ModelNotFound, CommandError) as e:
+    except (ConfigError, DataError, ModelNotFound, CommandError, StorageUnavailable) as e:
         _error(errors, e)
+        return EXIT_BAD_INPUT
+    except MlflowException as e:  # tracking server down or refusing: one line, no traceback
+        _error(errors, CommandError(f"MLflow: {mask(str(e).strip().splitlines()[0])}"))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")

@@ -9,6 +9,7 @@ the key in one line.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -321,13 +322,30 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
+def mask(text: str) -> str:
+    """A URL with its password replaced by *** (`postgresql://u:***@host/db`)."""
+    return re.sub(r"(//[^:/@\s]+:)[^@/\s]+@", r"\1***@", text)
+
+
+def redact(tree: Any) -> Any:
+    """A plain config tree with every credential in a URL masked: what gets logged, printed
+    or written to a report."""
+    if isinstance(tree, dict):
+        return {k: redact(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact(v) for v in tree]
+    return mask(tree) if isinstance(tree, str) else tree
+
+
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+    """The resolved config as YAML, credentials masked."""
+    return OmegaConf.to_yaml(OmegaConf.create(redact(to_dict(cfg))))
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """`{"optimizer.lr": 0.01, ...}`: dotted keys, the way MLflow params and overrides read."""
-    tree = to_dict(cfg) if isinstance(cfg, DictConfig) else cfg
+    """`{"optimizer.lr": 0.01, ...}`: dotted keys, the way MLflow params and overrides read
+    (credentials in URLs masked)."""
+    tree = redact(to_dict(cfg)) if isinstance(cfg, DictConfig) else cfg
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cifar_exp.tracking import mask, setup, tracking_uri
+from cifar_exp.config import mask
+from cifar_exp.tracking import setup, tracking_uri
 
 
 def ui_command(cfg: Any, host: str, port: int) -> list[str]:
@@ -47,7 +48,7 @@ def serve(cfg: Any, console: Any, host: str = "127.0.0.1", port: int = 5000) -> 
         )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     console.print(
-        f"MLflow UI on {tracking_uri(cfg.tracking)}\nopen [bold]{url}[/] (Ctrl-C stops it)"
+        f"MLflow UI on {mask(tracking_uri(cfg.tracking))}\nopen [bold]{url}[/] (Ctrl-C stops it)"
     )
     proc = subprocess.Popen(ui_command(cfg, host, port))
     # a TERM (a service manager, a test) stops the server too, as Ctrl-C does

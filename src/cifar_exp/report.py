@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_exp import plots, provenance
-from cifar_exp.config import ConfigError, to_yaml
+from cifar_exp.config import ConfigError, mask, to_yaml
 from cifar_exp.data import CLASS_NAMES, load_cifar10
 from cifar_exp.search import parse_space, storage_url
 from cifar_exp.tracking import run_config, setup
@@ -68,7 +68,7 @@ def gather(cfg: Any) -> tuple[optuna.Study, list[TrialRow], dict[str, Any]]:
     except KeyError:
         raise ConfigError(
             f"search.study_name: no study {cfg.search.study_name!r} in "
-            f"{storage_url(cfg)}; run `sweep` first"
+            f"{mask(storage_url(cfg))}; run `sweep` first"
         ) from None
     setup(cfg.tracking)
     client = MlflowClient()
@@ -329,7 +329,7 @@ def _provenance_section(
         f"validation: {cfg.data.validation}",
         f"- seeds: trainer.seed={cfg.trainer.seed}, data.split_seed={cfg.data.split_seed}, "
         f"sampler seed={cfg.search.sampler.seed}",
-        f"- storage: `{storage_url(cfg)}`; MLflow parent run: "
+        f"- storage: `{mask(storage_url(cfg))}`; MLflow parent run: "
         f"`{study.user_attrs.get('mlflow_parent_run_id')}`",
         "",
         "Re-run the study (resumes it if the storage still holds it):",

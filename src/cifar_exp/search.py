@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from cifar_exp import tracking
-from cifar_exp.config import ConfigError, flatten, to_dict, with_overrides
+from cifar_exp.config import ConfigError, flatten, mask, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
 
 log = logging.getLogger(__name__)
@@ -183,13 +184,45 @@ def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
         retry(study, trial)
 
     url = storage_url(cfg)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=cfg.search.heartbeat_interval,
-        heartbeat_stale_trial_callback=on_stale,
+    # SQLite waits for the other processes' locks; a server database drops dead connections
+    # (a restarted server) instead of failing on them
+    engine_kwargs = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
+    return retrying(
+        lambda: optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=cfg.search.heartbeat_interval,
+            heartbeat_stale_trial_callback=on_stale,
+        ),
+        url,
+    )
+
+
+class StorageUnavailable(RuntimeError):
+    """The study storage could not be reached, even after retries."""
+
+
+RETRY_DELAYS = (1, 2, 4, 8, 16, 30)  # seconds between tries: about a minute in all
+
+
+def retrying(action: Callable[[], Any], url: str) -> Any:
+    """`action()`, retried with backoff while the storage database is unreachable."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        try:
+            return action()
+        except (OperationalError, DBAPIError) as e:
+            reason = str(getattr(e, "orig", e) or e).strip().splitlines()[0]
+            if delay is None:
+                raise StorageUnavailable(
+                    f"study storage {mask(url)} unreachable after {attempt} tries ({reason})"
+                ) from None
+            log.warning("study storage unreachable (%s); retrying in %d s", reason, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- objective
@@ -229,6 +262,22 @@ class TrialCallback(keras.callbacks.Callback):
                 self.model.stop_training = True
 
 
+class StudyFull(RuntimeError):
+    """Another worker took the study's last trial slot while this trial was being created."""
+
+
+def _claim_slot(trial: optuna.Trial, target: int) -> None:
+    """Fail this trial at once if `target` earlier trials are already finished or running,
+    so that workers racing for the last slots never finish more than `n_trials` trials."""
+    study = getattr(trial, "study", None)
+    if study is None:  # a FixedTrial
+        return
+    live = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+    if sum(1 for t in live if t.number < trial.number) >= target:
+        trial.set_user_attr("skipped", True)
+        raise StudyFull(f"not needed: {target} trials were already finished or running")
+
+
 def objective(
     trial: optuna.Trial,
     cfg: Any,
@@ -239,6 +288,7 @@ def objective(
 ) -> float:
     """Train `cfg` with the trial's suggestions; returns the last epoch's `search.metric`."""
     reporter = reporter or NullReporter()
+    _claim_slot(trial, cfg.search.n_trials)
     params = {p.key: p.suggest(trial) for p in space}
     reporter.trial_started(trial.number, params)
     trial_cfg = with_overrides(cfg, params)
@@ -294,10 +344,21 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
-def _ended(study: optuna.Study) -> list[int]:
-    """Numbers of the trials that are neither waiting nor running."""
-    live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
-    return [t.number for t in study.get_trials(deepcopy=False) if t.state not in live]
+def _n_running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
+def _grid_exhausted(cfg: Any, study: optuna.Study, space: list[Param]) -> bool:
+    """A grid study has finished every point of its grid (retries of a point included)."""
+    if cfg.search.sampler.name != "grid":
+        return False
+    size = 1
+    for p in space:
+        size *= len(p.grid())
+    seen = {
+        tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=FINISHED)
+    }
+    return len(seen) >= size
 
 
 def n_finished(study: optuna.Study) -> int:
@@ -349,8 +410,9 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
     """
     reporter = reporter or NullReporter()
     space = parse_space(cfg)  # a bad space fails before any data or study is touched
+    url = storage_url(cfg)
     study = open_study(cfg, space)
-    optuna.storages.fail_stale_trials(study)
+    retrying(lambda: optuna.storages.fail_stale_trials(study), url)
     splits = load_cifar10(cfg.data)
     parent = tracking.study_parent_run(cfg, study) if cfg.tracking.enabled else None
     target, search = cfg.search.n_trials, cfg.search
@@ -359,10 +421,13 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
     failures, stopped = 0, "complete"
     try:
         while True:
-            running = len(
-                study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            )
-            if n_finished(study) + running >= target:
+            # a worker that died is noticed here, between trials, by whichever worker is alive
+            retrying(lambda: optuna.storages.fail_stale_trials(study), url)
+            busy = retrying(lambda: n_finished(study) + _n_running(study), url)
+            if busy >= target:
+                break
+            if _grid_exhausted(cfg, study, space):
+                stopped = "search space exhausted"
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 stopped = "timeout"
@@ -371,18 +436,21 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
                 stopped = f"{failures} trials failed in a row"
                 log.error("stopping: %s (see the failure reasons in MLflow)", stopped)
                 break
-            before = _ended(study)
-            study.optimize(
-                lambda t: objective(t, cfg, space, splits, parent, reporter),
-                n_trials=1,
-                catch=(Exception,),
-            )
-            ended = _ended(study)
-            if len(ended) == len(before):  # grid exhausted: the sampler stopped the study
-                stopped = "search space exhausted"
-                break
-            last = study.trials[max(set(ended) - set(before))]
-            failures = failures + 1 if last.state == optuna.trial.TrialState.FAIL else 0
+            mine: list[int] = []
+
+            def run_one(trial: optuna.Trial, mine: list[int] = mine) -> float:
+                mine.append(trial.number)
+                return objective(trial, cfg, space, splits, parent, reporter)
+
+            retrying(lambda: study.optimize(run_one, n_trials=1, catch=(Exception,)), url)
+            if not mine:
+                continue
+            number = mine[0]
+            last = retrying(lambda: study.trials[number], url)  # noqa: B023 (called at once)
+            if last.user_attrs.get("skipped"):
+                continue
+            failed = last.state == optuna.trial.TrialState.FAIL
+            failures = failures + 1 if failed else 0
             reporter.trial_ended(study, last)
             keras.backend.clear_session()
             gc.collect()
@@ -390,7 +458,10 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
         stopped = "interrupted"
         raise
     finally:
-        optuna.storages.fail_stale_trials(study)
+        try:
+            optuna.storages.fail_stale_trials(study)
+        except Exception as e:  # the storage may be what failed; the parent run still ends
+            log.warning("could not check for stale trials: %s", e)
         if parent is not None:
             tracking.finish_parent_run(
                 parent,
@@ -426,7 +497,7 @@ def summarize(study: optuna.Study, cfg: Any, parent: str | None, stopped: str) -
         }
     return {
         "study_name": study.study_name,
-        "storage": tracking.mask(storage_url(cfg)),
+        "storage": mask(storage_url(cfg)),
         "parent_run_id": parent,
         "counts": counts(study),
         "finished": n_finished(study),

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from cifar_exp import plots, provenance
-from cifar_exp.config import flatten, to_dict, to_yaml, validate
+from cifar_exp.config import flatten, mask, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES, Splits, load_cifar10
 from cifar_exp.train import TrainResult, train
 
@@ -220,11 +219,6 @@ def _summary_dict(run_id: str | None, result: TrainResult) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- studies
-
-
-def mask(url: str) -> str:
-    """A storage or tracking URL with its password replaced by ***."""
-    return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", url)
 
 
 def tag_run(run_id: str, tags: dict[str, str]) -> None:
