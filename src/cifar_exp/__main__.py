@@ -117,10 +117,17 @@ def _setup_logging(quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import threading
     import warnings
 
     import optuna
 
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        # e.g. Optuna's heartbeat thread while the database restarts: one line, not a traceback
+        name = args.thread.name if args.thread else "thread"
+        logging.getLogger("cifar_exp").warning("background %s stopped: %s", name, args.exc_value)
+
+    threading.excepthook = thread_failed
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the CLI shows trials and failures itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 

@@ -153,10 +153,8 @@ def show_sweep(console: Console, out: dict, metric: str, uri: str) -> None:
             "to continue the study"
         )
     if out["parent_run_id"]:
-        console.print(
-            f"next: python -m cifar_exp report {out['study_name']}   |   "
-            f"mlflow ui --backend-store-uri {uri}"
-        )
+        browse = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+        console.print(f"next: python -m cifar_exp report {out['study_name']}   |   {browse}")
 
 
 def show_report(console: Console, out: dict) -> None:

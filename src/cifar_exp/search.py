@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -200,6 +203,42 @@ def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
     )
 
 
+LOCK_KEY = 0x0C1FA5  # advisory lock id for "this tool's study set-up" on a server database
+
+
+@contextmanager
+def study_lock(url: str) -> Iterator[None]:
+    """Serializes study set-up (Optuna's tables, the study, its MLflow parent run) between
+    workers that start together: an advisory lock on PostgreSQL or MySQL, a file lock on
+    SQLite, nothing for other storages."""
+    if url.startswith("sqlite:///"):
+        import fcntl
+
+        with open(url.removeprefix("sqlite:///") + ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+        return
+    if not url.startswith(("postgresql", "mysql")):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    take, give = (
+        ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
+        if url.startswith("postgresql")
+        else ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))")
+    )
+    conn = retrying(engine.connect, url)
+    try:
+        conn.execute(sqlalchemy.text(take), {"k": LOCK_KEY})
+        yield
+        conn.execute(sqlalchemy.text(give), {"k": LOCK_KEY})
+    finally:
+        conn.close()
+        engine.dispose()
+
+
 class StorageUnavailable(RuntimeError):
     """The study storage could not be reached, even after retries."""
 
@@ -211,16 +250,28 @@ def retrying(action: Callable[[], Any], url: str) -> Any:
     """`action()`, retried with backoff while the storage database is unreachable."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+    env = os.environ.get("CIFAR_EXP_RETRY_DELAYS")  # e.g. "0.5,1" (tests, impatient users)
+    delays = tuple(float(d) for d in env.split(",")) if env else RETRY_DELAYS
+    for attempt, delay in enumerate((*delays, None), start=1):
         try:
             return action()
-        except (OperationalError, DBAPIError) as e:
-            reason = str(getattr(e, "orig", e) or e).strip().splitlines()[0]
+        except (
+            OperationalError,
+            DBAPIError,
+            optuna.exceptions.StorageInternalError,
+            RuntimeError,
+        ) as e:
+            # workers starting together race to create Optuna's tables: the losers see a
+            # half-made schema for a moment, which a retry resolves
+            if isinstance(e, RuntimeError) and "table schema" not in str(e):
+                raise
+            cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+            reason = str(getattr(cause, "orig", cause) or cause).strip().splitlines()[0]
             if delay is None:
                 raise StorageUnavailable(
                     f"study storage {mask(url)} unreachable after {attempt} tries ({reason})"
                 ) from None
-            log.warning("study storage unreachable (%s); retrying in %d s", reason, delay)
+            log.warning("study storage unreachable (%s); retrying in %g s", reason, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -289,6 +340,7 @@ def objective(
     """Train `cfg` with the trial's suggestions; returns the last epoch's `search.metric`."""
     reporter = reporter or NullReporter()
     _claim_slot(trial, cfg.search.n_trials)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     params = {p.key: p.suggest(trial) for p in space}
     reporter.trial_started(trial.number, params)
     trial_cfg = with_overrides(cfg, params)
@@ -411,10 +463,11 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
     reporter = reporter or NullReporter()
     space = parse_space(cfg)  # a bad space fails before any data or study is touched
     url = storage_url(cfg)
-    study = open_study(cfg, space)
-    retrying(lambda: optuna.storages.fail_stale_trials(study), url)
     splits = load_cifar10(cfg.data)
-    parent = tracking.study_parent_run(cfg, study) if cfg.tracking.enabled else None
+    with study_lock(url):  # one worker at a time creates the tables, the study, the parent
+        study = open_study(cfg, space)
+        parent = tracking.study_parent_run(cfg, study) if cfg.tracking.enabled else None
+    retrying(lambda: optuna.storages.fail_stale_trials(study), url)
     target, search = cfg.search.n_trials, cfg.search
     reporter.study_started(study, target)
     deadline = time.monotonic() + search.timeout if search.timeout else None
@@ -423,9 +476,14 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
         while True:
             # a worker that died is noticed here, between trials, by whichever worker is alive
             retrying(lambda: optuna.storages.fail_stale_trials(study), url)
-            busy = retrying(lambda: n_finished(study) + _n_running(study), url)
-            if busy >= target:
+            finished, running = retrying(lambda: (n_finished(study), _n_running(study)), url)
+            if finished >= target:
                 break
+            if finished + running >= target:
+                # the last trials are running elsewhere: wait for them to finish, or for a
+                # dead worker's trial to go stale and come back as a retry to run here
+                time.sleep(min(search.heartbeat_interval, 5))
+                continue
             if _grid_exhausted(cfg, study, space):
                 stopped = "search space exhausted"
                 break
