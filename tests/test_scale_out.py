@@ -113,10 +113,9 @@ def _wait_running(db, timeout=300):
 
 def test_a_killed_worker_is_replaced_by_the_others(servers, cifar_tarball, tmp_path):
     db, server = servers
-    args = worker_args(db, server, cifar_tarball, tmp_path, epochs=5)
+    args = worker_args(db, server, cifar_tarball, tmp_path, epochs=20)  # long trials
     workers = start_workers(3, args, REPO)
     running = _wait_running(db)
-    time.sleep(1.5)
     pid = int(running[0].user_attrs["worker"].rsplit(":", 1)[1])
     victim = next(w for w in workers if w.pid == pid)  # the worker of a running trial
     victim.send_signal(signal.SIGKILL)  # mid-trial, no clean-up at all

@@ -244,7 +244,7 @@ def _wait_for_running_trial(cfg, timeout=240):
             t for t in study.trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs
         ]
         if done and running:
-            time.sleep(1.0)  # well inside its epochs
+            time.sleep(0.3)  # inside its epochs
             return {t.number: t.value for t in done}, running[0].number
     raise AssertionError("no trial started in time")
 
@@ -255,7 +255,7 @@ def test_sigkill_mid_trial_then_resume(overrides):
         *overrides,
         "search.n_trials=3",
         "search.heartbeat_interval=1",
-        "trainer.epochs=6",
+        "trainer.epochs=12",
         "tracking.log_model=false",
     ]
     cfg = compose(args)
