@@ -14,7 +14,7 @@ from cifar_exp.config import with_overrides
 from cifar_exp.registry import CHAMPION, ModelNotFound, evaluate_model, register_best
 from cifar_exp.report import report
 from cifar_exp.reproduce import reproduce
-from cifar_exp.search import storage_url
+from cifar_exp.storage import storage_url
 from cifar_exp.tracking import tracking_uri
 
 

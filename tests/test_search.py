@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from cifar_exp.config import ConfigError, compose, list_experiments, with_overrides
-from cifar_exp.search import objective, parse_space, storage_url, sweep
+from cifar_exp.search import objective, parse_space, sweep
+from cifar_exp.storage import storage_url
 from cifar_exp.tracking import tracking_uri
 
 from .conftest import REPO

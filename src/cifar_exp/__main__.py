@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     from cifar_exp.config import mask
     from cifar_exp.data import DataError
     from cifar_exp.registry import ModelNotFound
-    from cifar_exp.search import StorageUnavailable
+    from cifar_exp.storage import StorageUnavailable
 
     try:
         return COMMANDS[args.command].run(cfg, console, args)

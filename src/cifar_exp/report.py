@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from cifar_exp import plots, provenance
 from cifar_exp.config import ConfigError, mask, to_yaml
 from cifar_exp.data import CLASS_NAMES, load_cifar10
-from cifar_exp.search import parse_space, storage_url
+from cifar_exp.search import parse_space
+from cifar_exp.storage import storage_url
 from cifar_exp.tracking import run_config, setup
 from cifar_exp.train import evaluate
 

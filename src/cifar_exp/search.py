@@ -13,10 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -26,6 +23,7 @@ from omegaconf import OmegaConf
 from cifar_exp import tracking
 from cifar_exp.config import ConfigError, flatten, mask, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
+from cifar_exp.storage import make_storage, retrying, storage_url, study_lock
 
 log = logging.getLogger(__name__)
 
@@ -161,119 +159,6 @@ def make_pruner(cfg: Any) -> optuna.pruners.BasePruner:
         "search.pruner.name: must be median, hyperband, successive_halving, "
         f"threshold or none (got {p.name!r})"
     )
-
-
-def storage_url(cfg: Any) -> str:
-    """`search.storage`, else an embedded SQLite file beside the MLflow store."""
-    if cfg.search.storage:
-        return str(cfg.search.storage)
-    root = Path(cfg.tracking.dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'optuna.db'}"
-
-
-def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
-    """RDB storage with heartbeats: a trial whose process died is failed, its MLflow run
-    closed as KILLED, and the trial re-queued (up to `search.max_retry` times)."""
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.search.max_retry)
-
-    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and cfg.tracking.enabled:
-            tracking.close_run(
-                cfg.tracking, run_id, "KILLED", "worker died: no heartbeat (trial re-queued)"
-            )
-        log.warning("trial %d lost its worker; failed and re-queued", trial.number)
-        retry(study, trial)
-
-    url = storage_url(cfg)
-    # SQLite waits for the other processes' locks; a server database drops dead connections
-    # (a restarted server) instead of failing on them
-    engine_kwargs = (
-        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    )
-    return retrying(
-        lambda: optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=cfg.search.heartbeat_interval,
-            heartbeat_stale_trial_callback=on_stale,
-        ),
-        url,
-    )
-
-
-LOCK_KEY = 0x0C1FA5  # advisory lock id for "this tool's study set-up" on a server database
-
-
-@contextmanager
-def study_lock(url: str) -> Iterator[None]:
-    """Serializes study set-up (Optuna's tables, the study, its MLflow parent run) between
-    workers that start together: an advisory lock on PostgreSQL or MySQL, a file lock on
-    SQLite, nothing for other storages."""
-    if url.startswith("sqlite:///"):
-        import fcntl
-
-        with open(url.removeprefix("sqlite:///") + ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
-        return
-    if not url.startswith(("postgresql", "mysql")):
-        yield
-        return
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    take, give = (
-        ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
-        if url.startswith("postgresql")
-        else ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))")
-    )
-    conn = retrying(engine.connect, url)
-    try:
-        conn.execute(sqlalchemy.text(take), {"k": LOCK_KEY})
-        yield
-        conn.execute(sqlalchemy.text(give), {"k": LOCK_KEY})
-    finally:
-        conn.close()
-        engine.dispose()
-
-
-class StorageUnavailable(RuntimeError):
-    """The study storage could not be reached, even after retries."""
-
-
-RETRY_DELAYS = (1, 2, 4, 8, 16, 30)  # seconds between tries: about a minute in all
-
-
-def retrying(action: Callable[[], Any], url: str) -> Any:
-    """`action()`, retried with backoff while the storage database is unreachable."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    env = os.environ.get("CIFAR_EXP_RETRY_DELAYS")  # e.g. "0.5,1" (tests, impatient users)
-    delays = tuple(float(d) for d in env.split(",")) if env else RETRY_DELAYS
-    for attempt, delay in enumerate((*delays, None), start=1):
-        try:
-            return action()
-        except (
-            OperationalError,
-            DBAPIError,
-            optuna.exceptions.StorageInternalError,
-            RuntimeError,
-        ) as e:
-            # workers starting together race to create Optuna's tables: the losers see a
-            # half-made schema for a moment, which a retry resolves
-            if isinstance(e, RuntimeError) and "table schema" not in str(e):
-                raise
-            cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
-            reason = str(getattr(cause, "orig", cause) or cause).strip().splitlines()[0]
-            if delay is None:
-                raise StorageUnavailable(
-                    f"study storage {mask(url)} unreachable after {attempt} tries ({reason})"
-                ) from None
-            log.warning("study storage unreachable (%s); retrying in %g s", reason, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- objective
