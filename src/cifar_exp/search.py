@@ -23,7 +23,13 @@ from omegaconf import OmegaConf
 from cifar_exp import tracking
 from cifar_exp.config import ConfigError, flatten, mask, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
-from cifar_exp.storage import make_storage, retrying, storage_url, study_lock
+from cifar_exp.storage import (
+    StorageUnavailable,
+    make_storage,
+    retrying,
+    storage_url,
+    study_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +391,15 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
                 mine.append(trial.number)
                 return objective(trial, cfg, space, splits, parent, reporter)
 
-            retrying(lambda: study.optimize(run_one, n_trials=1, catch=(Exception,)), url)
+            try:
+                retrying(lambda: study.optimize(run_one, n_trials=1, catch=(Exception,)), url)
+            except StorageUnavailable:
+                raise
+            except Exception as e:  # Optuna lost the storage while recording the trial
+                log.warning("a trial could not be recorded (%s); it will be retried", e)
+                failures += 1
+                time.sleep(min(search.heartbeat_interval, 5))
+                continue
             if not mine:
                 continue
             number = mine[0]
@@ -401,19 +415,19 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
         stopped = "interrupted"
         raise
     finally:
-        try:
+        try:  # the storage may be what failed: the study's outcome must still be reported
             optuna.storages.fail_stale_trials(study)
-        except Exception as e:  # the storage may be what failed; the parent run still ends
-            log.warning("could not check for stale trials: %s", e)
-        if parent is not None:
-            tracking.finish_parent_run(
-                parent,
-                study,
-                cfg,
-                complete=n_finished(study) >= target,
-                interrupted=stopped == "interrupted",
-            )
-    summary = summarize(study, cfg, parent, stopped)
+            if parent is not None:
+                tracking.finish_parent_run(
+                    parent,
+                    study,
+                    cfg,
+                    complete=n_finished(study) >= target,
+                    interrupted=stopped == "interrupted",
+                )
+        except Exception as e:
+            log.warning("could not close the study's records (%s); the next sweep will", e)
+    summary = retrying(lambda: summarize(study, cfg, parent, stopped), url)
     if summary["best"] and summary["best"]["mlflow_run_id"] and _registers(cfg):
         from cifar_exp.registry import register_best
 
