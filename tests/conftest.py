@@ -111,6 +111,7 @@ def xdisplay():
     import shutil
     import subprocess
 
+    pytest.importorskip("tkinter", reason="this Python was built without Tk")
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("no display: Xvfb is not installed (apt-get install xvfb)")
