@@ -116,9 +116,8 @@ def load_model(reference: str | None, cfg: Any) -> tuple[Any, str]:
 def evaluate_model(reference: str | None, cfg: Any) -> dict[str, Any]:
     """Test-set loss, accuracy, per-class accuracy and confusion matrix of a model reference,
     on the test set of `cfg.data`; logged as an `evaluate` MLflow run when tracking is on."""
-    from cifar_exp import plots
-    from cifar_exp.data import CLASS_NAMES, load_cifar10
-    from cifar_exp.tracking import run, run_tags
+    from cifar_exp.data import load_cifar10
+    from cifar_exp.tracking import log_test_metrics, run, run_tags
     from cifar_exp.train import evaluate
 
     model, uri = load_model(reference, cfg)
@@ -128,11 +127,6 @@ def evaluate_model(reference: str | None, cfg: Any) -> dict[str, Any]:
         experiment_id = setup(cfg.tracking)
         tags = {**run_tags(cfg), "evaluates": uri, "data.sha256": splits.info["sha256"]}
         with run("evaluate", experiment_id, tags=tags) as active:
-            mlflow.log_metrics({"test_loss": result["loss"], "test_accuracy": result["accuracy"]})
-            mlflow.log_dict({"class_names": list(CLASS_NAMES), **result}, "test_metrics.json")
-            mlflow.log_figure(
-                plots.confusion(result["confusion_matrix"], CLASS_NAMES),
-                "plots/confusion_matrix.png",
-            )
+            log_test_metrics(result)
             result["run_id"] = active.info.run_id
     return result

@@ -29,7 +29,7 @@ from cifar_exp.config import ConfigError, mask, to_yaml
 from cifar_exp.data import CLASS_NAMES, load_cifar10
 from cifar_exp.search import parse_space
 from cifar_exp.storage import storage_url
-from cifar_exp.tracking import run_config, setup
+from cifar_exp.tracking import log_test_metrics, run_config, setup
 from cifar_exp.train import evaluate
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,7 @@ def evaluate_best(cfg: Any, study: optuna.Study) -> dict[str, Any] | None:
     splits = load_cifar10(trial_cfg.data)
     result = evaluate(model, splits.x_test, splits.y_test, trial_cfg.trainer.batch_size)
     with mlflow.start_run(run_id=run_id):  # reopening ends it FINISHED again
-        mlflow.log_metrics({"test_loss": result["loss"], "test_accuracy": result["accuracy"]})
-        mlflow.log_dict({"class_names": list(CLASS_NAMES), **result}, "test_metrics.json")
-        fig = plots.confusion(result["confusion_matrix"], CLASS_NAMES)
-        mlflow.log_figure(fig, "plots/confusion_matrix.png")
+        log_test_metrics(result)
     return {**result, "run_id": run_id, "cached": False}
 
 
@@ -216,6 +213,7 @@ def render_markdown(
     parent: dict,
     test: dict | None,
     figures: dict[str, Path],
+    table: pd.DataFrame,
 ) -> str:
     """The report as Markdown; figures referenced as `figures/<name>`."""
     s, tags = cfg.search, parent.get("tags", {})
@@ -227,7 +225,6 @@ def render_markdown(
         p.key: {k: v for k, v in vars(p).items() if v not in (None, False) and k != "key"}
         for p in parse_space(cfg)
     }
-    table = trials_table(rows, cfg)
     fig = lambda name, alt: f"![{alt}](figures/{name})\n" if name in figures else ""  # noqa: E731
     lines = [
         f"# Study `{study.study_name}`",
@@ -403,7 +400,8 @@ def report(cfg: Any, out_dir: str | Path = "reports") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     test = evaluate_best(cfg, study)
     figures = make_figures(rows, study, cfg, out, test)
-    md = render_markdown(cfg, study, rows, parent, test, figures)
+    table = trials_table(rows, cfg)
+    md = render_markdown(cfg, study, rows, parent, test, figures, table)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(md)
     html_path.write_text(render_html(md, figures, f"Study {study.study_name}"))
@@ -416,5 +414,5 @@ def report(cfg: Any, out_dir: str | Path = "reports") -> dict[str, Any]:
         "html": html_path,
         "figures": figures,
         "test": test,
-        "table": trials_table(rows, cfg),
+        "table": table,
     }

@@ -131,16 +131,19 @@ def log_result(result: TrainResult, cfg: Any) -> None:
         {"params_count": result.info["params"], "train_time": result.info["train_time"]}
     )
     if result.test is not None:
-        mlflow.log_metrics(
-            {"test_loss": result.test["loss"], "test_accuracy": result.test["accuracy"]}
-        )
-        mlflow.log_dict({"class_names": list(CLASS_NAMES), **result.test}, "test_metrics.json")
-        mlflow.log_figure(
-            plots.confusion(result.test["confusion_matrix"], CLASS_NAMES),
-            "plots/confusion_matrix.png",
-        )
+        log_test_metrics(result.test)
     if cfg.tracking.log_model:
         log_model(result.model)
+
+
+def log_test_metrics(test: dict[str, Any]) -> None:
+    """A test-set evaluation on the active run: test_loss and test_accuracy, the per-class
+    accuracy and confusion matrix (test_metrics.json) and the confusion-matrix plot."""
+    mlflow.log_metrics({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
+    mlflow.log_dict({"class_names": list(CLASS_NAMES), **test}, "test_metrics.json")
+    mlflow.log_figure(
+        plots.confusion(test["confusion_matrix"], CLASS_NAMES), "plots/confusion_matrix.png"
+    )
 
 
 def log_model(model: Any) -> Any:
