@@ -35,6 +35,11 @@ class Precision(StrEnum):
     auto = "auto"
 
 
+class Schedule(StrEnum):
+    constant = "constant"
+    onecycle = "onecycle"
+
+
 class Direction(StrEnum):
     maximize = "maximize"
     minimize = "minimize"
@@ -62,6 +67,9 @@ class SGDConfig:
     momentum: float = 0.9
     nesterov: bool = False
     decay: float = 0.0
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.constant
+    warmup: float = 0.25
 
 
 @dataclass
@@ -72,6 +80,9 @@ class AdamConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     decay: float = 0.0
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.constant
+    warmup: float = 0.25
 
 
 @dataclass
@@ -84,6 +95,8 @@ class TrainerConfig:
     threads: int | None = None
     jit_compile: str = "false"
     verbose: str = "auto"
+    augment: bool = False
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -264,6 +277,13 @@ def _check_values(cfg: DictConfig) -> None:
     d, t, o, s = cfg.data, cfg.trainer, cfg.optimizer, cfg.search
     need(o.lr > 0, "optimizer.lr", "> 0")
     need(o.decay >= 0, "optimizer.decay", ">= 0")
+    need(o.weight_decay >= 0, "optimizer.weight_decay", ">= 0")
+    need(0 <= o.warmup < 1, "optimizer.warmup", "in [0, 1)")
+    need(
+        not (o.decay and o.schedule == "onecycle"),
+        "optimizer.decay",
+        "0 with optimizer.schedule=onecycle (pick one schedule)",
+    )
     if "momentum" in o:
         need(0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)")
     need(t.epochs >= 1, "trainer.epochs", ">= 1")
@@ -271,6 +291,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.threads is None or t.threads >= 1, "trainer.threads", ">= 1 or null")
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
     need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
+    need(0 <= t.label_smoothing < 1, "trainer.label_smoothing", "in [0, 1)")
     need(d.val_size >= 1, "data.val_size", ">= 1")
     need(d.limit_train is None or d.limit_train >= 10, "data.limit_train", ">= 10 or null")
     need(d.limit_test is None or d.limit_test >= 10, "data.limit_test", ">= 10 or null")

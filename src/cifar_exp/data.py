@@ -296,6 +296,24 @@ def load_cifar10(cfg: Any) -> Splits:
 # --------------------------------------------------------------------------- tf.data
 
 
+def augment_batch(xb: Any, seed: Any, pad: int = 4) -> Any:
+    """Random crop of the reflect-padded images and random horizontal flip, for a whole uint8
+    batch at once (per-image offsets through two batched gathers, no per-image map)."""
+    import tensorflow as tf
+
+    n, h, w = tf.shape(xb)[0], xb.shape[1], xb.shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    padded = tf.pad(xb, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    dy = tf.random.stateless_uniform([n, 1], seeds[0], 0, 2 * pad + 1, tf.int32)
+    dx = tf.random.stateless_uniform([n, 1], seeds[1], 0, 2 * pad + 1, tf.int32)
+    rows = dy + tf.range(h)[None, :]
+    cols = dx + tf.range(w)[None, :]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    out = tf.gather(out, cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([n], seeds[2]) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -304,17 +322,34 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     shuffle_buffer: int | None = None,
+    augment: bool = False,
+    one_hot: bool = False,
 ) -> Any:
-    """A batched tf.data pipeline from uint8 arrays, scaled to float32 [0, 1] per batch."""
+    """A batched tf.data pipeline from uint8 arrays, scaled to float32 [0, 1] per batch;
+    optionally augmented (`augment_batch`, different every epoch, repeatable per seed) and with
+    one-hot labels (for label smoothing)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer or len(y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(
-        lambda xb, yb: (tf.cast(xb, tf.float32) / 255.0, yb),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+
+    def prepare(xb: Any, yb: Any, batch_seed: Any = None) -> tuple[Any, Any]:
+        if batch_seed is not None:
+            xb = augment_batch(xb, batch_seed)
+        yb = tf.one_hot(yb, NUM_CLASSES) if one_hot else yb
+        return tf.cast(xb, tf.float32) / 255.0, yb
+
+    if augment:
+        # a fresh seed pair per batch from a seeded generator: new crops every epoch, the same
+        # sequence for the same seed
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, s: prepare(*batch, batch_seed=s),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -83,18 +83,34 @@ def configure_runtime(trainer: Any) -> str:
     return precision
 
 
-def build_optimizer(cfg: Any) -> Any:
-    """SGD or Adam; the legacy `decay` becomes lr / (1 + decay * step) as in Keras 2."""
+def build_optimizer(cfg: Any, total_steps: int = 0) -> Any:
+    """SGD or Adam with the configured schedule: the legacy `decay` becomes
+    lr / (1 + decay * step) as in Keras 2; `onecycle` warms up linearly from 0 to `lr` over the
+    first `warmup` fraction of `total_steps`, then anneals to 0 on a cosine."""
     lr: Any = cfg.lr
-    if cfg.decay:
+    if cfg.schedule == "onecycle":
+        if total_steps < 1:
+            raise ValueError("optimizer.schedule=onecycle needs the number of training steps")
+        warmup = int(round(cfg.warmup * total_steps))
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total_steps - warmup, warmup_target=cfg.lr, warmup_steps=warmup
+        )
+    elif cfg.decay:
         lr = keras.optimizers.schedules.InverseTimeDecay(
             cfg.lr, decay_steps=1, decay_rate=cfg.decay
         )
+    wd = cfg.weight_decay or None
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return keras.optimizers.SGD(
+            learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd
+        )
     if cfg.name == "adam":
         return keras.optimizers.Adam(
-            learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon
+            learning_rate=lr,
+            beta_1=cfg.beta_1,
+            beta_2=cfg.beta_2,
+            epsilon=cfg.epsilon,
+            weight_decay=wd,
         )
     raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
 
@@ -147,14 +163,24 @@ def _jit(setting: str) -> bool | str:
     return {"true": True, "false": False}.get(setting, "auto")
 
 
-def compile_model(cfg: Any) -> Any:
-    """The configured model, compiled with its optimizer, sparse cross-entropy and accuracy."""
+def compile_model(cfg: Any, steps_per_epoch: int = 0) -> Any:
+    """The configured model, compiled with its optimizer, cross-entropy and accuracy.
+
+    With label smoothing the labels come one-hot (see `make_dataset`) and the loss is the
+    categorical one; otherwise the reference's sparse cross-entropy on integer labels.
+    """
     model = build_model(cfg.model)
+    t = cfg.trainer
+    if t.label_smoothing:
+        loss: Any = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
+        metric: Any = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, metric = "sparse_categorical_crossentropy", "accuracy"
     model.compile(
-        optimizer=build_optimizer(cfg.optimizer),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=_jit(cfg.trainer.jit_compile),
+        optimizer=build_optimizer(cfg.optimizer, steps_per_epoch * t.epochs),
+        loss=loss,
+        metrics=[metric],
+        jit_compile=_jit(t.jit_compile),
     )
     return model
 
@@ -170,8 +196,9 @@ def train(
     """Train the configured model on `splits`; evaluate on the test set if asked."""
     keras.backend.clear_session()  # flat memory across trials in one process
     precision = configure_runtime(cfg.trainer)
-    model = compile_model(cfg)
     t = cfg.trainer
+    model = compile_model(cfg, steps_per_epoch=math.ceil(len(splits.y_train) / t.batch_size))
+    one_hot = bool(t.label_smoothing)
     train_ds = make_dataset(
         splits.x_train,
         splits.y_train,
@@ -179,8 +206,12 @@ def train(
         shuffle=True,
         seed=t.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
+        augment=t.augment,
+        one_hot=one_hot,
     )
-    val_ds = make_dataset(splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed)
+    val_ds = make_dataset(
+        splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed, one_hot=one_hot
+    )
     recorder = EpochRecorder()
     start = time.perf_counter()
     model.fit(

@@ -41,3 +41,4 @@ def available() -> list[str]:
 
 
 from cifar_exp.models import seed_cnn  # noqa: E402,F401  (registers itself)
+from cifar_exp.models import resnet_small  # noqa: E402,F401  (registers itself)
