@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 CIFAR10_PATH ?= $(wildcard $(CURDIR)/../shared/data/cifar-10-python.tar.gz)
 export CIFAR10_PATH
 
-.PHONY: install sweep train test test-fast lint format clean
+.PHONY: install sweep train test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,19 +27,25 @@ train: install
 
 ## lint, then the whole test suite (slow end-to-end checks included), as CI runs it
 test: install
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(ARGS)
+
+## the quick benchmarks (overhead, throughput; minutes); the long ones: docs/benchmarks.md
+bench: install
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) benchmarks/framework_overhead.py
+	$(PY) benchmarks/throughput.py
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: install
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
 
 format: install
-	$(PY) -m ruff format src tests
-	$(PY) -m ruff check --fix src tests
+	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -155,6 +155,46 @@ def test_dataset_scales_to_unit_range_and_batches():
     assert sorted(np.concatenate([b[1] for b in batches])) == list(range(10))
 
 
+def test_augmentation_crops_and_flips_each_image_on_its_own():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    out = data.augment_batch(tf.constant(x), tf.constant([1, 2], tf.int64)).numpy()
+    assert out.shape == x.shape and out.dtype == np.uint8
+    padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    offsets = set()
+    for i in range(len(x)):  # every output is one 32x32 window of its own padded image
+        found = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if np.array_equal(
+                out[i], (padded[i, dy : dy + 32, dx : dx + 32])[:, :: -1 if flip else 1]
+            )
+        ]
+        assert found, f"image {i} is not a crop of its padded self"
+        offsets.add(found[0])
+    assert len(offsets) > 10  # offsets and flips differ per image
+
+
+def test_augmented_dataset_changes_each_epoch_and_repeats_per_seed():
+    x = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(16) % 10
+
+    def epochs(ds, n=2):
+        it = iter(ds.repeat(n))
+        return [np.concatenate([next(it)[0] for _ in range(2)]) for _ in range(n)]
+
+    a = epochs(data.make_dataset(x, y, 8, shuffle=False, seed=3, augment=True))
+    b = epochs(data.make_dataset(x, y, 8, shuffle=False, seed=3, augment=True))
+    assert not np.array_equal(a[0], a[1])  # new crops every epoch
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))  # same seed, same
+    _, labels = next(iter(data.make_dataset(x, y, 8, shuffle=False, seed=0, one_hot=True)))
+    assert labels.shape == (8, 10) and labels.numpy().sum() == 8
+
+
 def test_official_download_goes_through_keras_cache(monkeypatch, tmp_path, cifar_tarball):
     calls = {}
 

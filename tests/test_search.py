@@ -125,8 +125,15 @@ def test_tiny_study_records_parent_and_children_and_resumes(cfg):
 
 
 def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(cfg, monkeypatch):
+    """In the sweep process (isolate_trials=false), where the training can be patched."""
     cfg = with_overrides(
-        cfg, {"search.n_trials": 2, "model.max_norm": None, "optimizer.momentum": 0.0}
+        cfg,
+        {
+            "search.n_trials": 2,
+            "model.max_norm": None,
+            "optimizer.momentum": 0.0,
+            "search.isolate_trials": False,
+        },
     )
     import cifar_exp.search as search_mod
 
@@ -153,6 +160,67 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(cfg, monk
     _, found = runs(cfg)
     diverged = [r for r in found if "loss became" in r.data.tags.get("failure_reason", "")]
     assert len(diverged) == 1 and diverged[0].info.status == "FAILED"
+
+
+def test_trial_processes_that_diverge_or_die_are_recorded(cfg):
+    """Isolated trials: a diverging training and a trial process killed mid-trial both end as
+    FAIL with their reason, their runs end FAILED, and the sweep stops after max_failures."""
+    import multiprocessing as mp
+
+    from cifar_exp.search import NullReporter
+
+    class KillSecondTrial(NullReporter):
+        def epoch_ended(self, number, epoch, epochs, logs):
+            if number == 1:
+                for child in mp.active_children():
+                    if child.name == "cifar-exp-trial":
+                        os.kill(child.pid, signal.SIGKILL)
+
+    cfg = with_overrides(
+        cfg,
+        {
+            "search.n_trials": 1,
+            "search.max_failures": 2,
+            "model.max_norm": None,
+            "search.space": {"optimizer": {"lr": {"type": "categorical", "choices": [1e6]}}},
+        },
+    )
+    # trial 0 diverges (lr 1e6); trial 1 is killed after its first epoch
+    out = sweep(with_overrides(cfg, {"optimizer.momentum": 0.0}), KillSecondTrial())
+    assert out["stopped"] == "2 trials failed in a row" and out["finished"] == 0
+    trials = load(cfg).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert trials[0].user_attrs["fail_reason"].startswith("TrainingDiverged: loss became")
+    assert trials[1].user_attrs["fail_reason"].startswith("trial process died (exit code -9)")
+    client, _ = runs(cfg)
+    closed = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
+    assert [r.info.status for r in closed] == ["FAILED", "FAILED"]
+    assert closed[0].data.tags["failure_reason"].startswith("TrainingDiverged")
+    assert closed[1].data.tags["failure_reason"].startswith("trial process died")
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_across_trials(cfg):
+    """The sweep process does not grow with the number of trials (each trains in its own
+    process); trained in-process, Keras keeps about 45 MiB per trial."""
+    from cifar_exp.search import NullReporter
+
+    def rss_mib():
+        with open("/proc/self/status") as fh:
+            line = next(ln for ln in fh if ln.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    class Rss(NullReporter):
+        seen: list = []
+
+        def trial_ended(self, study, trial):
+            self.seen.append(rss_mib())
+
+    reporter = Rss()
+    out = sweep(with_overrides(cfg, {"search.n_trials": 8, "tracking.log_model": False}), reporter)
+    assert out["finished"] == 8
+    growth = reporter.seen[-1] - reporter.seen[1]  # after warm-up (imports, first plots)
+    assert growth < 60, f"sweep process grew {growth:.0f} MiB over 6 trials: {reporter.seen}"
 
 
 def test_pruning_stops_the_trial_after_epoch_1(cfg):
@@ -250,6 +318,43 @@ def _wait_for_running_trial(cfg, timeout=240):
     raise AssertionError("no trial started in time")
 
 
+def _descendants(pid):
+    """Process ids below `pid` (children, grandchildren...), from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in found]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def _wait_gone(pids, timeout=15):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes left running after the sweep died: {alive}")
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(overrides):
     args = [
@@ -262,8 +367,11 @@ def test_sigkill_mid_trial_then_resume(overrides):
     cfg = compose(args)
     proc = _cli(args)
     done_before, killed = _wait_for_running_trial(cfg)
+    trainers = _descendants(proc.pid)
+    assert trainers, "the trial runs in a child process"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _wait_gone(trainers)  # no orphan goes on training the killed trial
     time.sleep(3)  # the killed trial's heartbeat goes stale (grace: 2 x 1 s)
     second = _cli(args)
     output, _ = second.communicate(timeout=600)

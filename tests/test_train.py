@@ -55,6 +55,54 @@ def test_legacy_decay_schedule(cfg):
     assert current_lr(opt) == pytest.approx(0.01 / (1 + 0.01 * 100))
 
 
+def test_onecycle_schedule_and_weight_decay(cfg):
+    o = with_overrides(
+        cfg,
+        {"optimizer.schedule": "onecycle", "optimizer.warmup": 0.2, "optimizer.weight_decay": 5e-4},
+    ).optimizer
+    opt = build_optimizer(o, total_steps=100)
+    assert opt.weight_decay == pytest.approx(5e-4)
+    lrs = []
+    for step in (0, 10, 20, 60, 100):
+        opt.iterations.assign(step)
+        lrs.append(current_lr(opt))
+    assert lrs[0] == pytest.approx(0.0) and lrs[1] == pytest.approx(o.lr / 2)
+    assert lrs[2] == pytest.approx(o.lr) and lrs[3] == pytest.approx(o.lr / 2)
+    assert lrs[4] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="number of training steps"):
+        build_optimizer(o)
+
+
+def test_onecycle_and_legacy_decay_do_not_mix(cfg):
+    from cifar_exp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"optimizer\.decay: must be 0 with"):
+        with_overrides(cfg, {"optimizer.schedule": "onecycle", "optimizer.decay": 0.001})
+
+
+def test_fast_model_recipe_trains(cfg, splits):
+    """resnet_small with augmentation, label smoothing and one-cycle: the lr ends at 0 and the
+    synthetic classes are learnt."""
+    cfg = with_overrides(
+        cfg,
+        {
+            "model": {"name": "resnet_small", "width": 8},
+            "trainer.augment": True,
+            "trainer.label_smoothing": 0.2,
+            "trainer.epochs": 3,
+            "trainer.batch_size": 32,
+            "optimizer.lr": 0.05,
+            "optimizer.decay": 0.0,
+            "optimizer.schedule": "onecycle",
+            "optimizer.nesterov": True,
+            "optimizer.weight_decay": 5e-4,
+        },
+    )
+    result = train(cfg, splits, verbose="0")
+    assert result.history["lr"][-1] == pytest.approx(0.0, abs=1e-9)
+    assert result.history["val_accuracy"][-1] > 0.3 and 0 <= result.test["accuracy"] <= 1
+
+
 def test_mixed_bfloat16_trains(cfg, splits):
     cfg = with_overrides(cfg, {"trainer.precision": "mixed_bfloat16", "trainer.epochs": 1})
     result = train(cfg, splits, verbose="0")

@@ -113,14 +113,11 @@ def _setup_logging(quiet: bool) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(show_path=False)],
     )
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for name in ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     import threading
-    import warnings
 
-    import optuna
+    from cifar_exp.quiet import quiet_libraries
+
+    quiet_libraries()
 
     def thread_failed(args: threading.ExceptHookArgs) -> None:
         # e.g. Optuna's heartbeat thread while the database restarts: one line, not a traceback
@@ -128,31 +125,6 @@ def _setup_logging(quiet: bool) -> None:
         logging.getLogger("cifar_exp").warning("background %s stopped: %s", name, args.exc_value)
 
     threading.excepthook = thread_failed
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the CLI shows trials and failures itself
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with stderr muted at the file-descriptor level.
-
-    Its C++ start-up lines (oneDNN notes, CUDA probing on CPU-only machines) are written before
-    any log level applies and say nothing a user can act on. Python errors still surface.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if os.environ.get("CIFAR_EXP_TF_VERBOSE"):
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _error(console: Any, e: Exception) -> None:
@@ -428,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(to_yaml(cfg), highlight=False, soft_wrap=True, end="")
         return 0
     _setup_logging(args.quiet)
-    _import_tensorflow_quietly()
+    from cifar_exp.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from mlflow.exceptions import MlflowException
 
     from cifar_exp.config import mask

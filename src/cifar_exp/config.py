@@ -97,6 +97,7 @@ class TrainerConfig:
     verbose: str = "auto"
     augment: bool = False
     label_smoothing: float = 0.0
+    stop_after: int | None = None
 
 
 @dataclass
@@ -143,6 +144,7 @@ class SearchConfig:
     heartbeat_interval: int = 30
     max_retry: int = 1
     max_failures: int = 5
+    isolate_trials: bool = True
     # nested like the config: {optimizer: {lr: {type: float, low: .., high: .., log: true}}}
     space: dict[str, Any] = field(default_factory=dict)
 
@@ -292,6 +294,11 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
     need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
     need(0 <= t.label_smoothing < 1, "trainer.label_smoothing", "in [0, 1)")
+    need(
+        t.stop_after is None or 1 <= t.stop_after <= t.epochs,
+        "trainer.stop_after",
+        "null or between 1 and trainer.epochs",
+    )
     need(d.val_size >= 1, "data.val_size", ">= 1")
     need(d.limit_train is None or d.limit_train >= 10, "data.limit_train", ">= 10 or null")
     need(d.limit_test is None or d.limit_test >= 10, "data.limit_test", ">= 10 or null")

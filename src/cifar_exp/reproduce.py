@@ -34,10 +34,10 @@ def reproduce(run_id: str, cfg: Any, overrides: list[str] | tuple[str, ...] = ()
         where = cfg.tracking.uri or cfg.tracking.dir
         raise ConfigError(f"{run_id}: no such MLflow run in {where}") from None
     recorded = run_config(run_id, cfg, overrides)
-    # a pruned trial stopped early: repeat exactly the epochs it ran
+    # a pruned trial stopped early: repeat exactly the epochs it ran, on the same schedule
     epochs = len(client.get_metric_history(run_id, "loss"))
     if epochs and epochs != recorded.trainer.epochs:
-        recorded = with_overrides(recorded, {"trainer.epochs": epochs})
+        recorded = with_overrides(recorded, {"trainer.stop_after": epochs})
     evaluate_test = "test_accuracy" in original.data.metrics
     out = train_tracked(
         recorded,

@@ -3,7 +3,9 @@
 `sweep(cfg)` creates or resumes the study `search.study_name` in `search.storage`, runs trials
 until `search.n_trials` of them have finished (complete or pruned), and records one MLflow
 parent run for the study with one nested child run per trial. Each trial is
-`objective(trial)`: suggest -> config with overrides -> tracked training -> the metric.
+`objective(trial)`: suggest -> config with overrides -> tracked training -> the metric; the
+training runs in a fresh process per trial (`trial_process`, `search.isolate_trials`) so that
+memory stays flat however many trials a sweep runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import keras
 import optuna
 from omegaconf import OmegaConf
 
-from cifar_exp import tracking
+from cifar_exp import tracking, trial_process
 from cifar_exp.config import ConfigError, flatten, mask, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.storage import (
@@ -186,22 +188,36 @@ class NullReporter:
     def trial_ended(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
 
 
-class TrialCallback(keras.callbacks.Callback):
-    """Reports the metric to the trial each epoch; stops training when the pruner says so."""
+class EpochJudge:
+    """What the sweep does at each epoch's end: show progress, report the metric to the trial
+    and decide whether to prune. Runs in the sweep process whether the training runs there
+    (`TrialCallback`) or in a trial process (`trial_process`)."""
 
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int, reporter: Reporter):
-        super().__init__()
         self.trial, self.metric, self.epochs, self.reporter = trial, metric, epochs, reporter
         self.pruned_at: int | None = None
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        self.reporter.epoch_ended(self.trial.number, epoch + 1, self.epochs, logs)
+    def __call__(self, epoch: int, logs: dict) -> bool:
+        """`epoch` counts from 1; True means stop the training (pruned)."""
+        self.reporter.epoch_ended(self.trial.number, epoch, self.epochs, logs)
         if self.metric in logs:
-            self.trial.report(float(logs[self.metric]), step=epoch + 1)
+            self.trial.report(float(logs[self.metric]), step=epoch)
             if self.trial.should_prune():
-                self.pruned_at = epoch + 1
-                self.model.stop_training = True
+                self.pruned_at = epoch
+                return True
+        return False
+
+
+class TrialCallback(keras.callbacks.Callback):
+    """An `EpochJudge` as a Keras callback, for trials trained in the sweep process."""
+
+    def __init__(self, judge: EpochJudge):
+        super().__init__()
+        self.judge = judge
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.judge(epoch + 1, logs or {}):
+            self.model.stop_training = True
 
 
 class StudyFull(RuntimeError):
@@ -238,39 +254,52 @@ def objective(
     if splits is None or any(k.startswith("data.") for k in params):
         splits = load_cifar10(trial_cfg.data)
     metric = cfg.search.metric
-    callback = TrialCallback(trial, metric, trial_cfg.trainer.epochs, reporter)
+    judge = EpochJudge(trial, metric, trial_cfg.trainer.epochs, reporter)
     study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
-    tags = {
-        "optuna.study_name": getattr(study, "study_name", "-"),
-        "optuna.trial_number": str(trial.number),
+    train_kwargs = {
+        "parent_run_id": parent_run_id,
+        "run_name": f"trial-{trial.number:03d}",
+        "extra_tags": {
+            "optuna.study_name": getattr(study, "study_name", "-"),
+            "optuna.trial_number": str(trial.number),
+        },
+        "evaluate_test": False,
+        "verbose": "0",
     }
+    link = lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)  # noqa: E731
     try:
-        out = tracking.train_tracked(
-            trial_cfg,
-            splits,
-            callbacks=[callback],
-            parent_run_id=parent_run_id,
-            run_name=f"trial-{trial.number:03d}",
-            extra_tags=tags,
-            evaluate_test=False,
-            verbose="0",
-            on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-        )
+        if cfg.search.isolate_trials:  # a fresh process per trial: memory stays flat
+            out = trial_process.run_trial(
+                to_dict(trial_cfg),
+                judge,
+                on_run=link,
+                close_run=lambda run_id, status, reason: tracking.close_run(
+                    trial_cfg.tracking, run_id, status, reason
+                ),
+                **train_kwargs,
+            )
+        else:
+            if splits is None or any(k.startswith("data.") for k in params):
+                splits = load_cifar10(trial_cfg.data)
+            out = tracking.train_tracked(
+                trial_cfg, splits, callbacks=[TrialCallback(judge)], on_run=link, **train_kwargs
+            )
     except Exception as e:  # Optuna fails the trial; keep the reason with it
-        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
+        reason = str(e) if isinstance(e, trial_process.TrialError) else f"{type(e).__name__}: {e}"
+        trial.set_user_attr("fail_reason", reason[:2000])
         raise
     trial.set_user_attr("epochs_run", out["info"]["epochs_run"])
     trial.set_user_attr("train_time", out["info"]["train_time"])
     for key, value in out["final"].items():
         trial.set_user_attr(key, value)
-    if callback.pruned_at is not None:
-        trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
+    if judge.pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", judge.pruned_at)
         if out["run_id"]:
             tracking.tag_run(
                 out["run_id"],
-                {"optuna.state": "PRUNED", "pruned_at_epoch": str(callback.pruned_at)},
+                {"optuna.state": "PRUNED", "pruned_at_epoch": str(judge.pruned_at)},
             )
-        raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
+        raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
     if out["run_id"]:
         tracking.tag_run(out["run_id"], {"optuna.state": "COMPLETE"})
     return float(out["final"][metric])

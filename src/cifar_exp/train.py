@@ -91,7 +91,7 @@ def build_optimizer(cfg: Any, total_steps: int = 0) -> Any:
     if cfg.schedule == "onecycle":
         if total_steps < 1:
             raise ValueError("optimizer.schedule=onecycle needs the number of training steps")
-        warmup = int(round(cfg.warmup * total_steps))
+        warmup = round(cfg.warmup * total_steps)
         lr = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=total_steps - warmup, warmup_target=cfg.lr, warmup_steps=warmup
         )
@@ -217,7 +217,7 @@ def train(
     model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=t.epochs,
+        epochs=t.stop_after or t.epochs,  # a pruned trial re-run stops where it was pruned
         shuffle=False,  # tf.data shuffles
         callbacks=[recorder, *callbacks],
         verbose=_verbose(verbose or t.verbose),

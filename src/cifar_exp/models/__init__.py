@@ -33,12 +33,17 @@ def build_model(
         raise ValueError(
             f"model.name: unknown model {cfg.name!r} (choose from {sorted(_BUILDERS)})"
         )
-    return _BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    model = _BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    if getattr(cfg, "tta", False):
+        from cifar_exp.models.tta import with_flip_tta
+
+        model = with_flip_tta(model, input_shape)
+    return model
 
 
 def available() -> list[str]:
     return sorted(_BUILDERS)
 
 
-from cifar_exp.models import seed_cnn  # noqa: E402,F401  (registers itself)
-from cifar_exp.models import resnet_small  # noqa: E402,F401  (registers itself)
+# each model module registers itself
+from cifar_exp.models import resnet_small, seed_cnn, tta  # noqa: E402,F401

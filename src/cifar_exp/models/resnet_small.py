@@ -28,6 +28,8 @@ class ResNetSmallConfig:
     logit_scale: float = 0.125
     # L2 penalty on conv and dense kernels; 0 disables it
     l2: float = 0.0
+    # predict the mean over the image and its mirror (flip test-time augmentation)
+    tta: bool = False
 
 
 @register("resnet_small", ResNetSmallConfig)

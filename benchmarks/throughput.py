@@ -1,0 +1,85 @@
+"""Benchmark 5: training and inference throughput (images/s) of every model, by precision
+and batch size, through the tool's own input pipeline (`make_dataset` from uint8) and compile.
+
+    python benchmarks/throughput.py [--models seed_cnn,resnet_small] [--batches 32,128,512]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+
+def measure(
+    model_name: str, precision: str, batch: int, seconds: float, jit: str = "false"
+) -> dict[str, float]:
+    import keras
+    import numpy as np
+
+    from cifar_exp.config import compose
+    from cifar_exp.data import make_dataset
+    from cifar_exp.train import compile_model, configure_runtime
+
+    cfg = compose(
+        [f"model={model_name}", f"trainer.precision={precision}", f"trainer.jit_compile={jit}"]
+    )
+    keras.backend.clear_session()
+    configure_runtime(cfg.trainer)
+    model = compile_model(cfg, steps_per_epoch=100)
+    rng = np.random.default_rng(0)
+    n = batch * 8
+    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    ds = make_dataset(x, y, batch, shuffle=False, seed=0).repeat()
+    model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # build and trace
+    # steps for about `seconds` s, from a short probe
+    t0 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
+    steps = max(5, int(seconds / ((time.perf_counter() - t0) / 3)))
+    t0 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    train = steps * batch / (time.perf_counter() - t0)
+    infer_ds = make_dataset(x, y, batch, shuffle=False, seed=0).map(lambda a, b: a).repeat()
+    model.predict(infer_ds, steps=3, verbose=0)
+    t0 = time.perf_counter()
+    model.predict(infer_ds, steps=steps * 2, verbose=0)
+    infer = steps * 2 * batch / (time.perf_counter() - t0)
+    return {"train img/s": train, "inference img/s": infer, "params": model.count_params()}
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", default="seed_cnn,resnet_small")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16")
+    p.add_argument("--batches", default="32,128,512")
+    p.add_argument("--seconds", type=float, default=6.0, help="timed training per case")
+    p.add_argument(
+        "--jit-batch", type=int, default=128, help="also time XLA (jit_compile) at this batch"
+    )
+    args = p.parse_args()
+    common.quiet()
+    rows = []
+    for model in args.models.split(","):
+        for precision in args.precisions.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
+                r = measure(model, precision, batch, args.seconds)
+                row = {"model": model, "precision": precision, "batch": batch, **r}
+                row["s per 50k-image epoch"] = 50000 / r["train img/s"]
+                print(row, flush=True)
+                rows.append(row)
+        if args.jit_batch:  # XLA: Keras's `auto` leaves it off on CPU; measure before using it
+            precision = args.precisions.split(",")[0]
+            r = measure(model, precision, args.jit_batch, args.seconds, jit="true")
+            row = {"model": model, "precision": f"{precision} + XLA", "batch": args.jit_batch, **r}
+            row["s per 50k-image epoch"] = 50000 / r["train img/s"]
+            print(row, flush=True)
+            rows.append(row)
+    common.write("throughput", args.out, {}, rows, "Throughput by model, precision and batch size")
+
+
+if __name__ == "__main__":
+    main()

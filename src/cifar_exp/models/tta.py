@@ -1,0 +1,50 @@
+"""Test-time augmentation as part of the model: `FlipAverage(model)` trains like `model` and
+predicts the mean of `model` on the image and on its mirror image (horizontal flip).
+
+Being a layer of the saved model, it applies wherever the model is used: per-epoch
+validation, the test evaluation, `predict`, the window. Registered with Keras, so a saved model
+loads in safe mode once `cifar_exp.models` is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="cifar_exp")
+class FlipAverage(keras.layers.Layer):
+    def __init__(self, inner: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def build(self, input_shape: Any) -> None:
+        if not self.inner.built:
+            self.inner.build(input_shape)
+        self.built = True
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        if training:
+            return self.inner(x, training=True)
+        mirrored = keras.ops.flip(x, axis=2)  # (batch, height, width, channels)
+        return (self.inner(x, training=False) + self.inner(mirrored, training=False)) / 2
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.inner.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FlipAverage:
+        inner = keras.saving.deserialize_keras_object(config.pop("inner"))
+        return cls(inner, **config)
+
+
+def with_flip_tta(model: Any, input_shape: tuple[int, int, int]) -> Any:
+    """`model` wrapped so that inference averages the image and its mirror."""
+    inputs = keras.Input(shape=input_shape)
+    # float32 out, as the wrapped model's softmax
+    outputs = FlipAverage(model, name="flip_tta", dtype="float32")(inputs)
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta")

@@ -1,0 +1,184 @@
+"""One study trial trained in a child process, so a long sweep's memory stays flat.
+
+Keras and TensorFlow keep memory from every model built in a process even after
+`clear_session()` (about 45 MiB per trial here; keras-team/keras#17458, #20552), so a sweep
+that trains every trial in its own process grows without bound. With `search.isolate_trials`
+the sweep process keeps everything Optuna (the trial, its heartbeat, pruning decisions) and a
+child process does the training and its MLflow run. They talk over a pipe:
+
+    child -> parent   ("run", run_id)          the MLflow run exists (the trial links to it)
+                      ("epoch", n, logs)       an epoch ended; the parent answers prune or not
+                      ("done", summary)        history, final metrics, info
+                      ("error", "Type: msg")   the training raised
+
+The child dies with its parent: a thread blocks on a lifeline pipe whose other end only the
+parent holds, and exits the child at once when the parent is gone (even after a SIGKILL), so
+no orphan keeps training a trial that the study has already failed and re-queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# modules a fresh trial process needs; a forkserver imports them once for all trials
+PRELOAD = ["cifar_exp._preload"]
+STOP_GRACE_S = 20.0  # a child interrupted with Ctrl-C gets this long to close its run
+
+
+class TrialError(RuntimeError):
+    """The training in the trial process raised; the message is the child's `Type: message`."""
+
+
+def _context() -> Any:
+    """forkserver where the platform has it (each trial forks from a process that has already
+    imported TensorFlow, saving seconds per trial), else spawn. Never plain fork: the sweep
+    process runs threads (Optuna's heartbeat, TensorFlow's pools)."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def run_trial(
+    cfg_tree: dict[str, Any],
+    on_epoch: Callable[[int, dict[str, float]], bool],
+    *,
+    on_run: Callable[[str], None],
+    close_run: Callable[[str, str, str], None],
+    **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Train `cfg_tree` (a plain config) with `tracking.train_tracked(**train_kwargs)` in a
+    child process; returns its summary (run_id, history, final, info).
+
+    `on_epoch(epoch, logs)` runs here for every epoch and returns True to prune; `on_run` gets
+    the MLflow run id as soon as it exists; `close_run(run_id, status, reason)` ends a run the
+    child could not end itself (it crashed or had to be killed).
+    """
+    ctx = _context()
+    conn, child_conn = ctx.Pipe()
+    lifeline_r, lifeline_w = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_child_main,
+        args=(child_conn, lifeline_r, cfg_tree, train_kwargs, os.getcwd(), dict(os.environ)),
+        name="cifar-exp-trial",
+    )
+    proc.start()
+    child_conn.close()
+    lifeline_r.close()
+    run_id: str | None = None
+    finished = False
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:
+                proc.join(10)
+                raise TrialError(
+                    f"trial process died (exit code {proc.exitcode}) before finishing"
+                ) from None
+            kind = msg[0]
+            if kind == "run":
+                run_id = msg[1]
+                on_run(run_id)
+            elif kind == "epoch":
+                prune = bool(on_epoch(msg[1], msg[2]))
+                with contextlib.suppress(OSError):  # it died meanwhile: recv will say so
+                    conn.send(prune)
+            elif kind == "done":
+                finished = True
+                return msg[1]
+            elif kind == "error":
+                finished = True
+                raise TrialError(msg[1])
+    except KeyboardInterrupt:
+        _stop(proc, interrupt=True)
+        if run_id:
+            close_run(run_id, "KILLED", "interrupted (Ctrl-C)")
+        raise
+    except BaseException as e:
+        _stop(proc, interrupt=False)
+        if run_id and not finished:
+            close_run(run_id, "FAILED", str(e)[:5000])
+        raise
+    finally:
+        proc.join(STOP_GRACE_S)
+        _stop(proc, interrupt=False)
+        conn.close()
+        lifeline_w.close()
+
+
+def _stop(proc: Any, *, interrupt: bool) -> None:
+    """Let an interrupted child close its run, then make sure it is gone."""
+    if not proc.is_alive():
+        return
+    if interrupt:
+        try:  # Ctrl-C in a terminal already reached it; a SIGINT sent to the sweep alone not
+            os.kill(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        proc.join(STOP_GRACE_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _watch_lifeline(lifeline: Any) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv()  # nothing is ever sent: this returns only with EOF
+    os._exit(137)  # the sweep process is gone: stop training a trial nobody waits for
+
+
+def _child_main(
+    conn: Any, lifeline: Any, cfg_tree: dict[str, Any], kwargs: dict, cwd: str, env: dict
+) -> None:
+    threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True).start()
+    # a forkserver child starts with the server's cwd and environment, not the sweep's today
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    from cifar_exp.quiet import import_tensorflow_quietly, quiet_libraries
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import_tensorflow_quietly()
+    quiet_libraries()
+    try:
+        import keras
+
+        from cifar_exp import tracking
+        from cifar_exp.config import validate
+
+        class RemotePruning(keras.callbacks.Callback):
+            """Sends each epoch's logs to the sweep process and stops when it says prune."""
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                conn.send(("epoch", epoch + 1, {k: float(v) for k, v in (logs or {}).items()}))
+                if conn.recv():
+                    self.model.stop_training = True
+
+        out = tracking.train_tracked(
+            validate(cfg_tree),
+            callbacks=[RemotePruning()],
+            on_run=lambda run_id: conn.send(("run", run_id)),
+            **kwargs,
+        )
+        conn.send(("done", {k: out[k] for k in ("run_id", "history", "final", "info", "test")}))
+    except KeyboardInterrupt:
+        sys.exit(130)  # the run is already marked KILLED; the sweep reports the interruption
+    except Exception as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"[:2000]))
+    finally:
+        conn.close()
