@@ -7,7 +7,7 @@ alternating, several repeats. Same 45,000/5,000 split for both. Reported: the ep
 (fit, validation included) and the whole call, their ratio, and where the framework's extra
 time goes: MLflow per epoch, and the fixed per-run cost (model, plots, test evaluation, logging).
 
-    python benchmarks/framework_overhead.py --repeats 3 [--pairs reference,b128]
+    python benchmarks/framework_overhead.py --repeats 3 [--pairs reference,b128] [OVERRIDES]
 """
 
 from __future__ import annotations
@@ -110,13 +110,19 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pairs", default="reference,b128", help=f"comma list of {list(PAIRS)}")
-    args = p.parse_args()
+    p.add_argument("overrides", nargs="*", help="config overrides for both (e.g. a data subset)")
+    args = p.parse_intermixed_args()
     common.quiet()
     from cifar_exp.config import compose
     from cifar_exp.data import load_cifar10
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    base = [*common.data_overrides(args.data), "trainer.epochs=1", "trainer.verbose=0"]
+    base = [
+        *common.data_overrides(args.data),
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        *args.overrides,
+    ]
     splits = load_cifar10(compose(base).data)
     probe: dict = {}
     instrument(probe)

@@ -99,7 +99,7 @@ def ours(overrides: list[str], budget: float) -> tuple[list[tuple], str]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=1800, help="seconds for each search")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     common.quiet()
     from cifar_exp.config import compose
     from cifar_exp.data import load_cifar10

@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument(
         "--jit-batch", type=int, default=128, help="also time XLA (jit_compile) at this batch"
     )
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     common.quiet()
     rows = []
     for model in args.models.split(","):

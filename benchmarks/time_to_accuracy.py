@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--thresholds", default=None, help="default 0.85,0.9,0.93 (train), 0.734")
     p.add_argument("--budget", type=float, default=1800, help="sweep: wall-clock seconds")
     p.add_argument("--metric", default="val_accuracy")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     common.quiet()
     from cifar_exp.config import compose
 

@@ -251,8 +251,6 @@ def objective(
     params = {p.key: p.suggest(trial) for p in space}
     reporter.trial_started(trial.number, params)
     trial_cfg = with_overrides(cfg, params)
-    if splits is None or any(k.startswith("data.") for k in params):
-        splits = load_cifar10(trial_cfg.data)
     metric = cfg.search.metric
     judge = EpochJudge(trial, metric, trial_cfg.trainer.epochs, reporter)
     study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
@@ -266,7 +264,10 @@ def objective(
         "evaluate_test": False,
         "verbose": "0",
     }
-    link = lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)  # noqa: E731
+
+    def link(run_id: str) -> None:
+        trial.set_user_attr("mlflow_run_id", run_id)
+
     try:
         if cfg.search.isolate_trials:  # a fresh process per trial: memory stays flat
             out = trial_process.run_trial(
@@ -278,7 +279,7 @@ def objective(
                 ),
                 **train_kwargs,
             )
-        else:
+        else:  # in this process (isolate_trials=false)
             if splits is None or any(k.startswith("data.") for k in params):
                 splits = load_cifar10(trial_cfg.data)
             out = tracking.train_tracked(

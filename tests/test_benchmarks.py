@@ -1,0 +1,72 @@
+"""The benchmark scripts run (in a smoke-test size): a benchmark that cannot run is a defect.
+Their numbers are measured by running them for real (docs/benchmarks.md), never here."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _bench(script, *args, out):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_throughput_and_overhead_benchmarks_write_their_tables(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "throughput.py",
+        "--models=seed_cnn",
+        "--precisions=float32",
+        "--batches=32",
+        "--seconds=0.2",
+        "--jit-batch=0",
+        out=out,
+    )
+    rows = json.loads((out / "throughput.json").read_text())["rows"]
+    assert rows[0]["model"] == "seed_cnn" and rows[0]["train img/s"] > 0
+    printed = _bench(
+        "framework_overhead.py",
+        f"--data={cifar_tarball}",
+        "--repeats=1",
+        "--pairs=reference",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.val_size=100",
+        "data.limit_train=300",
+        out=out,
+    )
+    result = json.loads((out / "framework_overhead.json").read_text())
+    row = result["rows"][0]
+    assert row["case"] == "reference" and row["epoch ratio ours/plain"] > 0
+    assert result["machine"]["cpu_count"] >= 1 and "commit" in result["machine"]
+    assert "| reference |" in printed
+
+
+def test_time_to_accuracy_reads_a_training_run(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "time_to_accuracy.py",
+        "train",
+        f"--data={cifar_tarball}",
+        "--thresholds=0.0,1.01",
+        f"data.cache_dir={workdir / 'cache'}",
+        f"tracking.dir={workdir / 'mlruns'}",
+        "experiment=tiny",
+        "trainer.epochs=2",
+        "tracking.log_model=false",
+        out=out,
+    )
+    result = json.loads((out / "time_to_accuracy_train_tiny.json").read_text())["result"]
+    assert result["time_to"]["0.0"] is not None and result["time_to"]["1.01"] is None
+    assert len(result["best_over_time"]) >= 1
