@@ -119,3 +119,11 @@ def test_credentials_are_masked_wherever_the_config_is_shown():
     shown = to_yaml(cfg) + str(flatten(cfg))
     assert "s3cret" not in shown and ":pw@" not in shown
     assert "optuna:***@db.example" in shown and "me:***@mlflow" in shown
+
+
+def test_jit_compile_from_the_command_line():
+    """Hydra reads `true` as a bool; the string-typed key must still accept it."""
+    from cifar_exp.config import compose
+
+    assert compose(["trainer.jit_compile=true"]).trainer.jit_compile == "true"
+    assert compose(["trainer.jit_compile=auto"]).trainer.jit_compile == "auto"

@@ -27,3 +27,19 @@ def test_resnet_small_is_a_residual_bn_network():
     assert model.output_shape == (None, 10)
     wider = build_model(compose(["model=resnet_small", "model.width=16"]).model)
     assert wider.count_params() < model.count_params() / 3
+
+
+def test_flip_tta_averages_the_mirror_and_survives_save_and_load(tmp_path):
+    import numpy as np
+
+    from cifar_exp.registry import load_model
+
+    cfg = compose(["model=resnet_small", "model.width=8", "model.tta=true"])
+    model = build_model(cfg.model)
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    inner = model.get_layer("flip_tta").inner
+    expected = (inner.predict(x, verbose=0) + inner.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded, _ = load_model(str(tmp_path / "m.keras"), cfg)  # safe mode
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)

@@ -58,7 +58,12 @@ def test_legacy_decay_schedule(cfg):
 def test_onecycle_schedule_and_weight_decay(cfg):
     o = with_overrides(
         cfg,
-        {"optimizer.schedule": "onecycle", "optimizer.warmup": 0.2, "optimizer.weight_decay": 5e-4},
+        {
+            "optimizer.schedule": "onecycle",
+            "optimizer.decay": 0.0,
+            "optimizer.warmup": 0.2,
+            "optimizer.weight_decay": 5e-4,
+        },
     ).optimizer
     opt = build_optimizer(o, total_steps=100)
     assert opt.weight_decay == pytest.approx(5e-4)

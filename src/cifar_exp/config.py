@@ -291,6 +291,8 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.epochs >= 1, "trainer.epochs", ">= 1")
     need(t.batch_size >= 1, "trainer.batch_size", ">= 1")
     need(t.threads is None or t.threads >= 1, "trainer.threads", ">= 1 or null")
+    # `trainer.jit_compile=true` on the command line arrives as the bool True, stored as "True"
+    t.jit_compile = str(t.jit_compile).lower()
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
     need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
     need(0 <= t.label_smoothing < 1, "trainer.label_smoothing", "in [0, 1)")

@@ -299,10 +299,11 @@ def objective(
             tracking.tag_run(
                 out["run_id"],
                 {"optuna.state": "PRUNED", "pruned_at_epoch": str(judge.pruned_at)},
+                trial_cfg.tracking,
             )
         raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
     if out["run_id"]:
-        tracking.tag_run(out["run_id"], {"optuna.state": "COMPLETE"})
+        tracking.tag_run(out["run_id"], {"optuna.state": "COMPLETE"}, trial_cfg.tracking)
     return float(out["final"][metric])
 
 

@@ -224,9 +224,9 @@ def _summary_dict(run_id: str | None, result: TrainResult) -> dict[str, Any]:
 # --------------------------------------------------------------------------- studies
 
 
-def tag_run(run_id: str, tags: dict[str, str]) -> None:
-
-    client = MlflowClient()
+def tag_run(run_id: str, tags: dict[str, str], cfg: Any = None) -> None:
+    """Set tags on a run, in the store of the `tracking` config `cfg` (else the current one)."""
+    client = MlflowClient(tracking_uri(cfg) if cfg is not None else None)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
 

@@ -82,7 +82,7 @@ def run_trial(
         while True:
             try:
                 msg = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # closed, or reset by a killed child
                 proc.join(10)
                 raise TrialError(
                     f"trial process died (exit code {proc.exitcode}) before finishing"

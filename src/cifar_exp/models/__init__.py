@@ -46,4 +46,6 @@ def available() -> list[str]:
 
 
 # each model module registers itself
-from cifar_exp.models import resnet_small, seed_cnn, tta  # noqa: E402,F401
+# (`tta` holds a Keras layer: imported where a model is built or loaded, so that composing a
+# config never imports TensorFlow)
+from cifar_exp.models import resnet_small, seed_cnn  # noqa: E402,F401
