@@ -222,6 +222,7 @@ def test_memory_stays_flat_across_trials(cfg):
     out = sweep(with_overrides(cfg, {"search.n_trials": 8, "tracking.log_model": False}), reporter)
     assert out["finished"] == 8
     growth = reporter.seen[-1] - reporter.seen[1]  # after warm-up (imports, first plots)
+    print("sweep-process RSS after each trial (MiB):", [round(m) for m in reporter.seen])
     assert growth < 60, f"sweep process grew {growth:.0f} MiB over 6 trials: {reporter.seen}"
 
 
