@@ -24,8 +24,15 @@ def measure(
     from cifar_exp.data import make_dataset
     from cifar_exp.train import compile_model, configure_runtime
 
+    # Keras silently refuses XLA while TensorFlow's deterministic ops are on: turn them off
+    # for an XLA case (in its own process: determinism cannot be switched off once on)
     cfg = compose(
-        [f"model={model_name}", f"trainer.precision={precision}", f"trainer.jit_compile={jit}"]
+        [
+            f"model={model_name}",
+            f"trainer.precision={precision}",
+            f"trainer.jit_compile={jit}",
+            f"trainer.deterministic={jit != 'true'}",
+        ]
     )
     keras.backend.clear_session()
     configure_runtime(cfg.trainer)
@@ -48,7 +55,33 @@ def measure(
     t0 = time.perf_counter()
     model.predict(infer_ds, steps=steps * 2, verbose=0)
     infer = steps * 2 * batch / (time.perf_counter() - t0)
-    return {"train img/s": train, "inference img/s": infer, "params": model.count_params()}
+    return {
+        "train img/s": train,
+        "inference img/s": infer,
+        "params": model.count_params(),
+        "xla": bool(model.jit_compile),
+    }
+
+
+def _in_subprocess(model: str, precision: str, batch: int, seconds: float) -> dict:
+    """An XLA case in a fresh process (deterministic ops, on in this one, disable XLA)."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import common, throughput; "
+        "common.quiet(); "
+        "print(json.dumps(throughput.measure(sys.argv[2], sys.argv[3], int(sys.argv[4]), "
+        "float(sys.argv[5]), jit='true')))"
+    )
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, here, model, precision, str(batch), str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -73,7 +106,7 @@ def main() -> None:
                 rows.append(row)
         if args.jit_batch:  # XLA: Keras's `auto` leaves it off on CPU; measure before using it
             precision = args.precisions.split(",")[0]
-            r = measure(model, precision, args.jit_batch, args.seconds, jit="true")
+            r = _in_subprocess(model, precision, args.jit_batch, args.seconds)
             row = {"model": model, "precision": f"{precision} + XLA", "batch": args.jit_batch, **r}
             row["s per 50k-image epoch"] = 50000 / r["train img/s"]
             print(row, flush=True)
