@@ -292,6 +292,13 @@ def test_every_experiment_runs_in_tiny_mode(name, cifar_tarball, workdir):
 # --------------------------------------------------------------------------- crash safety
 
 
+def _interruptible():
+    """In the child before exec: SIGINT as in a terminal (a disposition or mask inherited from
+    the test process, e.g. left by a library, would make Ctrl-C tests meaningless)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def _cli(args, **kwargs):
     return subprocess.Popen(
         [sys.executable, "-m", "cifar_exp", "sweep", *args],
@@ -299,6 +306,7 @@ def _cli(args, **kwargs):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
         **kwargs,
     )
 
@@ -398,6 +406,9 @@ def test_sigkill_mid_trial_then_resume(overrides):
 def test_ctrl_c_stops_cleanly(overrides):
     args = [*overrides, "search.n_trials=3", "trainer.epochs=6", "tracking.log_model=false"]
     cfg = compose(args)
+    import signal as sig
+
+    print("test process SIGINT:", sig.getsignal(sig.SIGINT), sig.pthread_sigmask(sig.SIG_BLOCK, []))
     proc = _cli(args)
     _, interrupted = _wait_for_running_trial(cfg)
     proc.send_signal(signal.SIGINT)
