@@ -84,6 +84,13 @@ def _in_subprocess(model: str, precision: str, batch: int, seconds: float) -> di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _row(model: str, precision: str, batch: int, measured: dict) -> dict:
+    row = {"model": model, "precision": precision, "batch": batch, **measured}
+    row["s per 50k-image epoch"] = 50000 / measured["train img/s"]
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--models", default="seed_cnn,resnet_small")
@@ -99,18 +106,13 @@ def main() -> None:
     for model in args.models.split(","):
         for precision in args.precisions.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
-                r = measure(model, precision, batch, args.seconds)
-                row = {"model": model, "precision": precision, "batch": batch, **r}
-                row["s per 50k-image epoch"] = 50000 / r["train img/s"]
-                print(row, flush=True)
-                rows.append(row)
+                rows.append(
+                    _row(model, precision, batch, measure(model, precision, batch, args.seconds))
+                )
         if args.jit_batch:  # XLA: Keras's `auto` leaves it off on CPU; measure before using it
             precision = args.precisions.split(",")[0]
             r = _in_subprocess(model, precision, args.jit_batch, args.seconds)
-            row = {"model": model, "precision": f"{precision} + XLA", "batch": args.jit_batch, **r}
-            row["s per 50k-image epoch"] = 50000 / r["train img/s"]
-            print(row, flush=True)
-            rows.append(row)
+            rows.append(_row(model, f"{precision} + XLA", args.jit_batch, r))
     common.write("throughput", args.out, {}, rows, "Throughput by model, precision and batch size")
 
 
