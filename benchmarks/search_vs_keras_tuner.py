@@ -69,12 +69,17 @@ def keras_tuner(cfg, splits, budget: float, workdir: Path) -> list[tuple]:
         objective="val_accuracy",
         max_epochs=cfg.trainer.epochs,
         factor=3,
+        hyperband_iterations=10_000,  # keep searching until the budget is spent, as ours does
         seed=0,
         directory=str(workdir),
         project_name="kt",
     )
     with contextlib.suppress(BudgetSpent):
         tuner.search(callbacks=[Clock()])
+    if not points:  # Keras Tuner records a crashing trial and goes on; say why it crashed
+        failed = [t.message for t in tuner.oracle.trials.values() if t.message]
+        why = failed[-1] if failed else "no trial ran"
+        raise SystemExit(f"Keras Tuner trained no epoch: {why}")
     return points
 
 
@@ -99,6 +104,7 @@ def ours(overrides: list[str], budget: float) -> tuple[list[tuple], str]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=1800, help="seconds for each search")
+    p.add_argument("overrides", nargs="*", help="config overrides for both (e.g. a data subset)")
     args = p.parse_intermixed_args()
     common.quiet()
     from cifar_exp.config import compose
@@ -111,6 +117,7 @@ def main() -> None:
         f"search.study_name=bench-{time.strftime('%Y%m%d-%H%M%S')}",
         f"tracking.dir={tmp / 'mlruns'}",
         "tracking.log_model=false",
+        *args.overrides,
     ]
     cfg = compose(overrides)
     splits = load_cifar10(cfg.data)
