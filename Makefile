@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# the benchmarks' peer (Keras Tuner): the tests smoke-test that benchmark too
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
 ## the main job: a study on the defaults (Optuna search, every trial tracked in MLflow)
 sweep: install
 	$(PY) -m cifar_exp sweep $(ARGS)
@@ -26,13 +31,12 @@ train: install
 	$(PY) -m cifar_exp train $(ARGS)
 
 ## lint, then the whole test suite (slow end-to-end checks included), as CI runs it
-test: install
+test: install $(VENV)/.bench
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(ARGS)
 
 ## the quick benchmarks (overhead, throughput; minutes); the long ones: docs/benchmarks.md
-bench: install
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+bench: install $(VENV)/.bench
 	$(PY) benchmarks/framework_overhead.py
 	$(PY) benchmarks/throughput.py
 

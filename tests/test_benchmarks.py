@@ -71,3 +71,26 @@ def test_time_to_accuracy_reads_a_training_run(cifar_tarball, workdir):
     result = json.loads((out / "time_to_accuracy_train_tiny.json").read_text())["result"]
     assert result["time_to"]["0.0"] is not None and result["time_to"]["1.01"] is None
     assert len(result["best_over_time"]) >= 1
+
+
+def test_search_vs_keras_tuner_runs_both_searches(cifar_tarball, workdir):
+    pytest.importorskip("keras_tuner", reason="the `bench` extra (make test installs it)")
+    out = workdir / "results"
+    _bench(
+        "search_vs_keras_tuner.py",
+        f"--data={cifar_tarball}",
+        "--budget=20",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.val_size=100",
+        "data.limit_train=300",
+        "trainer.epochs=2",
+        out=out,
+    )
+    result = json.loads((out / "search_vs_keras_tuner.json").read_text())
+    rows = {r["search"]: r for r in result["rows"]}
+    assert set(rows) == {"keras_tuner_hyperband", "cifar_exp_lr_batch"}
+    for name, row in rows.items():
+        assert row["epochs trained"] >= 1, name
+        assert 0.0 < row["best at 100% of budget"] <= 1.0, name
+        times = [t for t, _ in result["raw"][name]]
+        assert times == sorted(times) and times[0] >= 0, name
