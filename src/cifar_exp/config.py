@@ -90,7 +90,7 @@ class TrainerConfig:
     epochs: int = 10
     batch_size: int = 32
     seed: int = 42
-    precision: Precision = Precision.float32
+    precision: Precision = Precision.auto
     deterministic: bool = True
     threads: int | None = None
     jit_compile: str = "false"
