@@ -15,7 +15,12 @@ import common
 
 
 def measure(
-    model_name: str, precision: str, batch: int, seconds: float, jit: str = "false"
+    model_name: str,
+    precision: str,
+    batch: int,
+    seconds: float,
+    jit: str = "false",
+    threads: int | None = None,
 ) -> dict[str, float]:
     import keras
     import numpy as np
@@ -32,6 +37,7 @@ def measure(
             f"trainer.precision={precision}",
             f"trainer.jit_compile={jit}",
             f"trainer.deterministic={jit != 'true'}",
+            f"trainer.threads={threads if threads else 'null'}",
         ]
     )
     keras.backend.clear_session()
@@ -63,8 +69,9 @@ def measure(
     }
 
 
-def _in_subprocess(model: str, precision: str, batch: int, seconds: float) -> dict:
-    """An XLA case in a fresh process (deterministic ops, on in this one, disable XLA)."""
+def _in_subprocess(model: str, precision: str, batch: int, seconds: float, **kw) -> dict:
+    """A case in a fresh process: XLA (deterministic ops, on in this one, disable it) and
+    thread counts (fixed when TensorFlow starts)."""
     import json
     import subprocess
 
@@ -72,14 +79,12 @@ def _in_subprocess(model: str, precision: str, batch: int, seconds: float) -> di
         "import json, sys; sys.path.insert(0, sys.argv[1]); import common, throughput; "
         "common.quiet(); "
         "print(json.dumps(throughput.measure(sys.argv[2], sys.argv[3], int(sys.argv[4]), "
-        "float(sys.argv[5]), jit='true')))"
+        "float(sys.argv[5]), **json.loads(sys.argv[6]))))"
     )
     here = str(Path(__file__).resolve().parent)
+    args = [here, model, precision, str(batch), str(seconds), json.dumps(kw)]
     out = subprocess.run(
-        [sys.executable, "-c", code, here, model, precision, str(batch), str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -100,6 +105,11 @@ def main() -> None:
     p.add_argument(
         "--jit-batch", type=int, default=128, help="also time XLA (jit_compile) at this batch"
     )
+    p.add_argument(
+        "--threads",
+        default="1,2",
+        help="also time these intra-op thread counts (fresh processes) at --jit-batch",
+    )
     args = p.parse_intermixed_args()
     common.quiet()
     rows = []
@@ -111,8 +121,12 @@ def main() -> None:
                 )
         if args.jit_batch:  # XLA: Keras's `auto` leaves it off on CPU; measure before using it
             precision = args.precisions.split(",")[0]
-            r = _in_subprocess(model, precision, args.jit_batch, args.seconds)
+            r = _in_subprocess(model, precision, args.jit_batch, args.seconds, jit="true")
             rows.append(_row(model, f"{precision} + XLA", args.jit_batch, r))
+        for n in (int(t) for t in args.threads.split(",") if t and args.jit_batch):
+            precision = args.precisions.split(",")[-1]
+            r = _in_subprocess(model, precision, args.jit_batch, args.seconds, threads=n)
+            rows.append(_row(model, f"{precision}, {n} thread(s)", args.jit_batch, r))
     common.write("throughput", args.out, {}, rows, "Throughput by model, precision and batch size")
 
 

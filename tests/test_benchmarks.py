@@ -32,11 +32,13 @@ def test_throughput_and_overhead_benchmarks_write_their_tables(cifar_tarball, wo
         "--batches=32",
         "--seconds=0.2",
         "--jit-batch=32",
+        "--threads=1",
         out=out,
     )
     rows = json.loads((out / "throughput.json").read_text())["rows"]
     assert rows[0]["model"] == "seed_cnn" and rows[0]["train img/s"] > 0
-    assert [r["xla"] for r in rows] == [False, True]  # the XLA row really ran under XLA
+    assert [r["xla"] for r in rows] == [False, True, False]  # the XLA row really ran under XLA
+    assert rows[2]["precision"] == "float32, 1 thread(s)" and rows[2]["train img/s"] > 0
     printed = _bench(
         "framework_overhead.py",
         f"--data={cifar_tarball}",
