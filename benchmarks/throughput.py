@@ -123,10 +123,10 @@ def main() -> None:
             precision = args.precisions.split(",")[0]
             r = _in_subprocess(model, precision, args.jit_batch, args.seconds, jit="true")
             rows.append(_row(model, f"{precision} + XLA", args.jit_batch, r))
-        for n in (int(t) for t in args.threads.split(",") if t and args.jit_batch):
             precision = args.precisions.split(",")[-1]
-            r = _in_subprocess(model, precision, args.jit_batch, args.seconds, threads=n)
-            rows.append(_row(model, f"{precision}, {n} thread(s)", args.jit_batch, r))
+            for n in (int(t) for t in args.threads.split(",") if t):
+                r = _in_subprocess(model, precision, args.jit_batch, args.seconds, threads=n)
+                rows.append(_row(model, f"{precision}, {n} thread(s)", args.jit_batch, r))
     common.write("throughput", args.out, {}, rows, "Throughput by model, precision and batch size")
 
 
