@@ -439,7 +439,8 @@ def sweep(cfg: Any, reporter: Reporter | None = None) -> dict[str, Any]:
                 continue
             failed = last.state == optuna.trial.TrialState.FAIL
             failures = failures + 1 if failed else 0
-            reporter.trial_ended(study, last)
+            # the display reads the storage too, so a database restart may land here
+            retrying(lambda: reporter.trial_ended(study, last), url)  # noqa: B023
             keras.backend.clear_session()
             gc.collect()
     except KeyboardInterrupt:
