@@ -2,6 +2,7 @@
 and batch size, through the tool's own input pipeline (`make_dataset` from uint8) and compile.
 
     python benchmarks/throughput.py [--models seed_cnn,resnet_small] [--batches 32,128,512]
+    python benchmarks/throughput.py --backends jax    # also Keras on JAX (pip install jax)
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ def measure(
     }
 
 
-def _in_subprocess(model: str, precision: str, batch: int, seconds: float, **kw) -> dict:
-    """A case in a fresh process: XLA (deterministic ops, on in this one, disable it) and
-    thread counts (fixed when TensorFlow starts)."""
+def _in_subprocess(
+    model: str, precision: str, batch: int, seconds: float, backend: str | None = None, **kw
+) -> dict:
+    """A case in a fresh process: XLA (deterministic ops, on in this one, disable it), thread
+    counts (fixed when TensorFlow starts) and other Keras backends (chosen at import)."""
     import json
+    import os
     import subprocess
 
     code = (
@@ -83,9 +87,12 @@ def _in_subprocess(model: str, precision: str, batch: int, seconds: float, **kw)
     )
     here = str(Path(__file__).resolve().parent)
     args = [here, model, precision, str(batch), str(seconds), json.dumps(kw)]
+    env = {**os.environ, "KERAS_BACKEND": backend} if backend else None
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
     )
+    if out.returncode:
+        raise SystemExit(f"error: case {model} {backend or ''} failed: {out.stderr.strip()[-300:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -110,6 +117,12 @@ def main() -> None:
         default="1,2",
         help="also time these intra-op thread counts (fresh processes) at --jit-batch",
     )
+    p.add_argument(
+        "--backends",
+        default="",
+        help="also time these Keras backends (e.g. jax; fresh processes, XLA on as they need) "
+        "at --jit-batch in the last precision",
+    )
     args = p.parse_intermixed_args()
     common.quiet()
     rows = []
@@ -127,6 +140,11 @@ def main() -> None:
             for n in (int(t) for t in args.threads.split(",") if t):
                 r = _in_subprocess(model, precision, args.jit_batch, args.seconds, threads=n)
                 rows.append(_row(model, f"{precision}, {n} thread(s)", args.jit_batch, r))
+            for backend in (b for b in args.backends.split(",") if b):
+                r = _in_subprocess(
+                    model, precision, args.jit_batch, args.seconds, backend, jit="auto"
+                )
+                rows.append(_row(model, f"{precision}, Keras on {backend}", args.jit_batch, r))
     common.write("throughput", args.out, {}, rows, "Throughput by model, precision and batch size")
 
 

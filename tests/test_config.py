@@ -30,6 +30,7 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("trainer.translate=20", "trainer.translate: must be between 0 and 16"),
         ("optimizer.lr=0", "optimizer.lr: must be > 0"),
         ("optimizer.lr=-1", "optimizer.lr: must be > 0"),
         ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),

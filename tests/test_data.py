@@ -155,20 +155,21 @@ def test_dataset_scales_to_unit_range_and_batches():
     assert sorted(np.concatenate([b[1] for b in batches])) == list(range(10))
 
 
-def test_augmentation_crops_and_flips_each_image_on_its_own():
+@pytest.mark.parametrize("pad", [4, 2])
+def test_augmentation_crops_and_flips_each_image_on_its_own(pad):
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    out = data.augment_batch(tf.constant(x), tf.constant([1, 2], tf.int64)).numpy()
+    out = data.augment_batch(tf.constant(x), tf.constant([1, 2], tf.int64), pad=pad).numpy()
     assert out.shape == x.shape and out.dtype == np.uint8
-    padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="reflect")
     offsets = set()
     for i in range(len(x)):  # every output is one 32x32 window of its own padded image
         found = [
             (dy, dx, flip)
-            for dy in range(9)
-            for dx in range(9)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
             for flip in (False, True)
             if np.array_equal(
                 out[i], (padded[i, dy : dy + 32, dx : dx + 32])[:, :: -1 if flip else 1]

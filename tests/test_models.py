@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from cifar_exp.config import compose
@@ -30,7 +31,6 @@ def test_resnet_small_is_a_residual_bn_network():
 
 
 def test_flip_tta_averages_the_mirror_and_survives_save_and_load(tmp_path):
-    import numpy as np
 
     from cifar_exp.registry import load_model
 
@@ -42,4 +42,63 @@ def test_flip_tta_averages_the_mirror_and_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
     model.save(tmp_path / "m.keras")
     loaded, _ = load_model(str(tmp_path / "m.keras"), cfg)  # safe mode
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def _smooth_images(n: int = 48) -> np.ndarray:
+    """Images whose neighbouring pixels are strongly correlated, as in natural images."""
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 256, (n, 8, 8, 3)).astype(np.float32)
+    noise = rng.normal(0, 8, (n, 32, 32, 3))
+    return np.clip(coarse.repeat(4, 1).repeat(4, 2) + noise, 0, 255).astype(np.uint8)
+
+
+def test_whitening_filters_decorrelate_the_images_patches():
+    from cifar_exp.models.airbench import CIFAR_MEAN, CIFAR_STD, whitening_filters
+
+    images = _smooth_images()
+    kernel = whitening_filters(images, eps=5e-4)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
+    x = (images / 255.0 - CIFAR_MEAN) / CIFAR_STD
+    patches = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+    out = patches @ kernel.reshape(12, 24)[:, :12]
+    cov = out.T @ out / len(out)
+    # raw patches are far from white: neighbouring pixels nearly equal
+    raw = patches.T @ patches / len(patches)
+    assert abs(raw[0, 3]) > 0.5 * raw[0, 0]
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3)
+    assert np.all(np.diag(cov) <= 1 + 1e-4) and np.diag(cov).max() > 0.99
+
+
+def test_airbench_is_whitened_identity_initialised_and_saves(tmp_path):
+    from cifar_exp.models.airbench import whitening_filters
+    from cifar_exp.registry import load_model
+
+    images = _smooth_images()
+    cfg = compose(["model=airbench", "model.tta=true"])
+    model = build_model(cfg.model, images=images)
+    inner = model.get_layer("flip_tta").inner
+    assert inner.count_params() == 1_973_944
+    whiten = inner.get_layer("whiten")
+    assert not whiten.trainable
+    np.testing.assert_allclose(np.asarray(whiten.kernel), whitening_filters(images), atol=1e-6)
+    convs = [
+        layer
+        for layer in inner.layers
+        if layer.__class__.__name__ == "Conv2D" and layer.kernel_size == (3, 3)
+    ]
+    assert [c.filters for c in convs] == [64, 64, 256, 256, 256, 256]
+    for conv in convs:
+        k = np.asarray(conv.kernel)
+        n = min(k.shape[2], k.shape[3])
+        identity = np.zeros((3, 3, k.shape[2], n), np.float32)
+        identity[1, 1, np.arange(n), np.arange(n)] = 1
+        assert np.array_equal(k[:, :, :, :n], identity)  # the rest stays random
+        assert k.shape[3] == n or np.abs(k[:, :, :, n:]).max() > 0
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded, _ = load_model(str(tmp_path / "m.keras"), cfg)  # safe mode: our layers registered
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)

@@ -117,3 +117,64 @@ def test_mixed_bfloat16_trains(cfg, splits):
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_lookahead_moves_weights_to_their_growing_average():
+    import keras
+
+    from cifar_exp.train import Lookahead
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    w = model.weights[0]
+    cb = Lookahead(total_steps=10, start_epoch=1, every=2, base=0.5, power=1.0)
+    cb.set_model(model)
+    cb.set_params({"epochs": 2, "steps": 5})
+    cb.on_epoch_begin(0)
+    for step in range(5):  # epoch 0: before start_epoch, nothing happens
+        w.assign([[9.0]])
+        cb.on_train_batch_end(step)
+    assert float(w[0, 0]) == 9.0
+    cb.on_epoch_begin(1)
+    w.assign([[1.0]])
+    cb.on_train_batch_end(0)  # step 6: the average starts here, at 1.0
+    w.assign([[3.0]])
+    cb.on_train_batch_end(1)  # step 7: not a multiple of `every`
+    assert float(w[0, 0]) == 3.0
+    cb.on_train_batch_end(2)  # step 8: rho = 0.5**2 * 8/10 = 0.2 -> 1 + 0.8 * (3 - 1)
+    assert float(w[0, 0]) == pytest.approx(2.6)
+    w.assign([[5.0]])
+    cb.on_train_batch_end(3)  # step 9: nothing
+    assert float(w[0, 0]) == 5.0
+    cb.on_train_batch_end(4)  # step 10: 2.6 + (1 - 0.25) * (5 - 2.6), the epoch's last step
+    assert float(w[0, 0]) == pytest.approx(4.4)
+    w.assign([[7.0]])
+    cb.on_epoch_begin(2)
+    for step in range(4):  # steps 11-14: the average moves to 4.4 + 0.7 * (7 - 4.4) = 6.22
+        cb.on_train_batch_end(step)
+    w.assign([[8.0]])
+    cb.on_train_batch_end(4)  # step 15, no update, but the epoch's last: back to the average
+    assert float(w[0, 0]) == pytest.approx(6.22)
+
+
+def test_airbench_recipe_trains(cfg, splits):
+    """airbench with its whitening layer from the training images, 2-pixel crops, label
+    smoothing, one-cycle and Lookahead: the synthetic classes are learnt."""
+    cfg = with_overrides(
+        cfg,
+        {
+            "model": {"name": "airbench", "width": 8},
+            "trainer.augment": True,
+            "trainer.translate": 2,
+            "trainer.label_smoothing": 0.2,
+            "trainer.lookahead": True,
+            "trainer.epochs": 4,
+            "trainer.batch_size": 32,
+            "optimizer.lr": 0.2,
+            "optimizer.momentum": 0.85,
+            "optimizer.decay": 0.0,
+            "optimizer.schedule": "onecycle",
+            "optimizer.nesterov": True,
+        },
+    )
+    result = train(cfg, splits, verbose="0")
+    assert result.history["val_accuracy"][-1] > 0.3

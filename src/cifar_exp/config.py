@@ -96,7 +96,9 @@ class TrainerConfig:
     jit_compile: str = "false"
     verbose: str = "auto"
     augment: bool = False
+    translate: int = 4
     label_smoothing: float = 0.0
+    lookahead: bool = False
     stop_after: int | None = None
 
 
@@ -296,6 +298,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
     need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
     need(0 <= t.label_smoothing < 1, "trainer.label_smoothing", "in [0, 1)")
+    need(0 <= t.translate <= 16, "trainer.translate", "between 0 and 16 (pixels)")
     need(
         t.stop_after is None or 1 <= t.stop_after <= t.epochs,
         "trainer.stop_after",

@@ -323,11 +323,13 @@ def make_dataset(
     seed: int,
     shuffle_buffer: int | None = None,
     augment: bool = False,
+    translate: int = 4,
     one_hot: bool = False,
 ) -> Any:
     """A batched tf.data pipeline from uint8 arrays, scaled to float32 [0, 1] per batch;
-    optionally augmented (`augment_batch`, different every epoch, repeatable per seed) and with
-    one-hot labels (for label smoothing)."""
+    optionally augmented (`augment_batch` with crops shifted up to `translate` pixels,
+    different every epoch, repeatable per seed) and with one-hot labels (for label
+    smoothing)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
@@ -337,7 +339,7 @@ def make_dataset(
 
     def prepare(xb: Any, yb: Any, batch_seed: Any = None) -> tuple[Any, Any]:
         if batch_seed is not None:
-            xb = augment_batch(xb, batch_seed)
+            xb = augment_batch(xb, batch_seed, pad=translate)
         yb = tf.one_hot(yb, NUM_CLASSES) if one_hot else yb
         return tf.cast(xb, tf.float32) / 255.0, yb
 

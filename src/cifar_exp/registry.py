@@ -92,7 +92,9 @@ def load_model(reference: str | None, cfg: Any) -> tuple[Any, str]:
     """The Keras model a reference names, loaded in safe mode; also the URI it came from."""
     import keras
 
-    import cifar_exp.models.tta  # noqa: F401  (registers the tool's own layer for loading)
+    # the tool's own layers, registered for loading in safe mode
+    import cifar_exp.models.layers
+    import cifar_exp.models.tta  # noqa: F401
 
     uri = model_uri(reference, cfg)
     if uri.endswith(".keras") and not uri.startswith(("models:/", "runs:/")):

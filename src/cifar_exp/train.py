@@ -150,6 +150,52 @@ class EpochRecorder(keras.callbacks.Callback):
             raise TrainingDiverged(f"loss became {float(loss)} in epoch {epoch + 1}")
 
 
+class Lookahead(keras.callbacks.Callback):
+    """Weight averaging as airbench does it: from epoch `start_epoch` on, every `every` steps
+    the weights (batch-norm statistics included) move to an exponential moving average of
+    themselves, whose decay grows as (step / total)**power, and they are set to the average
+    after the last step of every epoch, so validation sees it. Fast early, strongly averaged at
+    the end."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        start_epoch: int = 3,
+        every: int = 5,
+        base: float = 0.95,
+        power: float = 3.0,
+    ) -> None:
+        super().__init__()
+        self.total_steps, self.start_epoch, self.every = total_steps, start_epoch, every
+        self.base, self.power = base, power
+        self._step, self._epoch, self._average = 0, 0, None
+
+    def _weights(self) -> list[Any]:
+        return [v for v in self.model.weights if "float" in str(v.dtype)]
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._step += 1
+        if self._epoch >= self.start_epoch and self._step % self.every == 0:
+            if self._average is None:
+                # a copy: a Keras variable made from another's value shares its storage
+                self._average = [
+                    keras.Variable(keras.ops.copy(v.value), trainable=False)
+                    for v in self._weights()
+                ]
+            else:
+                rho = self.base**self.every * (self._step / self.total_steps) ** self.power
+                for avg, v in zip(self._average, self._weights(), strict=True):
+                    avg.assign(avg.value + (1 - rho) * (v.value - avg.value))
+        # every update above ends here too: the weights become the average
+        last_of_epoch = batch + 1 == self.params.get("steps")
+        if self._average is not None and (last_of_epoch or self._step % self.every == 0):
+            for avg, v in zip(self._average, self._weights(), strict=True):
+                v.assign(avg.value)
+
+
 # --------------------------------------------------------------------------- train / evaluate
 
 
@@ -163,13 +209,14 @@ def _jit(setting: str) -> bool | str:
     return {"true": True, "false": False}.get(setting, "auto")
 
 
-def compile_model(cfg: Any, steps_per_epoch: int = 0) -> Any:
-    """The configured model, compiled with its optimizer, cross-entropy and accuracy.
+def compile_model(cfg: Any, steps_per_epoch: int = 0, images: Any = None) -> Any:
+    """The configured model, compiled with its optimizer, cross-entropy and accuracy;
+    `images` (the training images) for models that initialise from data.
 
     With label smoothing the labels come one-hot (see `make_dataset`) and the loss is the
     categorical one; otherwise the reference's sparse cross-entropy on integer labels.
     """
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, images=images)
     t = cfg.trainer
     if t.label_smoothing:
         loss: Any = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
@@ -197,7 +244,8 @@ def train(
     keras.backend.clear_session()  # flat memory across trials in one process
     precision = configure_runtime(cfg.trainer)
     t = cfg.trainer
-    model = compile_model(cfg, steps_per_epoch=math.ceil(len(splits.y_train) / t.batch_size))
+    steps_per_epoch = math.ceil(len(splits.y_train) / t.batch_size)
+    model = compile_model(cfg, steps_per_epoch, images=splits.x_train)
     one_hot = bool(t.label_smoothing)
     train_ds = make_dataset(
         splits.x_train,
@@ -207,12 +255,15 @@ def train(
         seed=t.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
         augment=t.augment,
+        translate=t.translate,
         one_hot=one_hot,
     )
     val_ds = make_dataset(
         splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed, one_hot=one_hot
     )
     recorder = EpochRecorder()
+    if t.lookahead:
+        callbacks = [*callbacks, Lookahead(total_steps=steps_per_epoch * t.epochs)]
     start = time.perf_counter()
     model.fit(
         train_ds,

@@ -15,7 +15,9 @@ _BUILDERS: dict[str, Callable[..., Any]] = {}
 
 
 def register(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: make `builder(cfg, input_shape, num_classes)` selectable as `model=<name>`."""
+    """Decorator: make `builder(cfg, input_shape, num_classes, images)` selectable as
+    `model=<name>`; `images` (uint8 training images or None) is for data-dependent
+    initialisation."""
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
         _BUILDERS[name] = builder
@@ -26,14 +28,18 @@ def register(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable
 
 
 def build_model(
-    cfg: Any, input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10
+    cfg: Any,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    images: Any = None,
 ) -> Any:
-    """The Keras model named by `cfg.name`, built from the rest of `cfg`."""
+    """The Keras model named by `cfg.name`, built from the rest of `cfg`; models that
+    initialise from data (airbench's whitening layer) use `images`, the training images."""
     if cfg.name not in _BUILDERS:
         raise ValueError(
             f"model.name: unknown model {cfg.name!r} (choose from {sorted(_BUILDERS)})"
         )
-    model = _BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    model = _BUILDERS[cfg.name](cfg, input_shape, num_classes, images)
     if getattr(cfg, "tta", False):
         from cifar_exp.models.tta import with_flip_tta
 
@@ -48,4 +54,4 @@ def available() -> list[str]:
 # each model module registers itself
 # (`tta` holds a Keras layer: imported where a model is built or loaded, so that composing a
 # config never imports TensorFlow)
-from cifar_exp.models import resnet_small, seed_cnn  # noqa: E402,F401
+from cifar_exp.models import airbench, resnet_small, seed_cnn  # noqa: E402,F401

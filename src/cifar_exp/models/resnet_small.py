@@ -33,7 +33,7 @@ class ResNetSmallConfig:
 
 
 @register("resnet_small", ResNetSmallConfig)
-def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int, images: Any = None) -> Any:
     import keras
     from keras import layers
 
