@@ -113,7 +113,10 @@ def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int, images:
 
     inputs = keras.Input(shape=input_shape)
     x = layers.Normalization(mean=CIFAR_MEAN, variance=np.square(CIFAR_STD).tolist())(inputs)
-    whiten = layers.Conv2D(24, 2, padding="valid", use_bias=False, name="whiten")
+    # as many filters as `whitening_filters` makes: every patch component and its negative
+    whiten = layers.Conv2D(
+        2 * 2 * 2 * input_shape[-1], 2, padding="valid", use_bias=False, name="whiten"
+    )
     whiten.trainable = False
     x = layers.Activation("gelu")(ScaledBias(1.0)(whiten(x)))
     w = cfg.width
