@@ -23,11 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def quiet() -> None:
-    """TensorFlow and library start-up noise off, as in the CLI."""
-    from cifar_exp.quiet import import_tensorflow_quietly, quiet_libraries
+    """Logging as in a trial process: warnings only, TensorFlow's start-up noise off."""
+    import logging
 
-    import_tensorflow_quietly()
-    quiet_libraries()
+    from cifar_exp import logs
+
+    logs.import_tensorflow_quietly()
+    logs.setup(logging.WARNING, rich=False)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

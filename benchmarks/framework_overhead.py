@@ -1,6 +1,6 @@
 """Benchmarks 1 and 2: framework and tracking overhead.
 
-One epoch of the reference config through `cifar_exp` (`tracking.train_tracked`, the `train`
+One epoch of the reference config through `cifar_exp` (`runs.train_tracked`, the `train`
 command's path, MLflow on) against a plain Keras script of the same model written the way the
 reference wrote it (float arrays scaled in NumPy, one-hot labels, `model.fit` on arrays),
 alternating, several repeats. Same 45,000/5,000 split for both. Reported: the epoch time
@@ -69,7 +69,7 @@ def plain_keras(splits, batch_size: int) -> dict[str, float]:
 
 def framework(overrides: list[str], probe: dict) -> dict[str, float]:
     from cifar_exp.config import compose
-    from cifar_exp.tracking import train_tracked
+    from cifar_exp.runs import train_tracked
 
     cfg = compose(overrides)
     probe.update(mlflow_epoch=0.0, log_result=0.0)
@@ -77,18 +77,18 @@ def framework(overrides: list[str], probe: dict) -> dict[str, float]:
     out = train_tracked(cfg)
     wall = time.perf_counter() - start
     return {
-        "epoch": out["history"]["epoch_time"][0],
+        "epoch": out.history["epoch_time"][0],
         "wall": wall,
-        "train_time": out["info"]["train_time"],
+        "train_time": out.train_time,
         "mlflow_epoch": probe["mlflow_epoch"],
         "log_result": probe["log_result"],
-        "val_accuracy": out["final"]["val_accuracy"],
+        "val_accuracy": out.final["val_accuracy"],
     }
 
 
 def instrument(probe: dict) -> None:
     """Time spent in MLflow: the per-epoch callback and the end-of-run logging."""
-    from cifar_exp import tracking
+    from cifar_exp import runs, tracking
 
     def wrap(owner, name, key):
         real = getattr(owner, name)
@@ -103,7 +103,7 @@ def instrument(probe: dict) -> None:
         setattr(owner, name, timed)
 
     wrap(tracking.MlflowLogger, "on_epoch_end", "mlflow_epoch")
-    wrap(tracking, "log_result", "log_result")
+    wrap(runs, "_log_result", "log_result")
 
 
 def main() -> None:

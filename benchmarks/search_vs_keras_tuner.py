@@ -88,11 +88,11 @@ def ours(overrides: list[str], budget: float) -> tuple[list[tuple], str]:
     import mlflow
 
     from cifar_exp.config import compose
-    from cifar_exp.search import sweep
+    from cifar_exp.study.sweep import sweep
     from cifar_exp.tracking import tracking_uri
 
     cfg = compose([*overrides, f"search.timeout={budget}", "search.n_trials=1000"])
-    parent = sweep(cfg)["parent_run_id"]
+    parent = sweep(cfg).parent_run_id
     client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
     run = client.get_run(parent)
     children = client.search_runs(

@@ -65,13 +65,13 @@ def main() -> None:
         cfg = compose(common.data_overrides(args.data))
         target, label = args.rest[0], f"run {args.rest[0][:8]}"
     elif args.mode == "train":
-        from cifar_exp.tracking import train_tracked
+        from cifar_exp.runs import train_tracked
 
         cfg = compose([*common.data_overrides(args.data), "trainer.verbose=2", *args.rest])
-        target = train_tracked(cfg)["run_id"]
+        target = train_tracked(cfg).run_id
         label = f"train {' '.join(args.rest)}"
     else:
-        from cifar_exp.search import sweep
+        from cifar_exp.study.sweep import sweep
 
         name = f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = compose(
@@ -83,7 +83,7 @@ def main() -> None:
                 *args.rest,
             ]
         )
-        target = sweep(cfg)["parent_run_id"]
+        target = sweep(cfg).parent_run_id
         what = cfg.experiment or "defaults"
         label = f"sweep {what} {' '.join(args.rest)} (budget {args.budget:g} s)"
     result = analyse(cfg, target, args.metric, thresholds)

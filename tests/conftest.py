@@ -189,7 +189,7 @@ def images(tmp_path_factory):
 def study_cfg(cifar_tarball, tmp_path_factory):
     """The tiny study, run once for the whole session: (cfg, root folder, sweep summary)."""
     from cifar_exp.config import compose
-    from cifar_exp.search import sweep
+    from cifar_exp.study.sweep import sweep
 
     root = tmp_path_factory.mktemp("study")
     cfg = compose(
@@ -201,5 +201,5 @@ def study_cfg(cifar_tarball, tmp_path_factory):
         ]
     )
     out = sweep(cfg)
-    assert out["finished"] == 4
+    assert out.finished == 4
     return cfg, root, out

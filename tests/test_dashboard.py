@@ -93,4 +93,4 @@ def test_mlflow_ui_shows_the_study_in_a_browser(study_cfg):
         proc.terminate()
         proc.wait(timeout=30)
     assert (ARTIFACTS / "mlflow_run.png").stat().st_size > 10_000
-    assert out["parent_run_id"]
+    assert out.parent_run_id

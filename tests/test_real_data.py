@@ -30,4 +30,4 @@ def test_real_subset_beats_chance(tmp_path):
     assert (len(splits.y_train), len(splits.y_val)) == (3000, 1000)
     result = train(cfg, splits, verbose="0")
     assert result.history["val_accuracy"][-1] > 0.2  # chance is 0.1
-    assert result.test["accuracy"] > 0.2
+    assert result.test.accuracy > 0.2

@@ -14,7 +14,7 @@ from cifar_exp.config import with_overrides
 from cifar_exp.registry import CHAMPION, ModelNotFound, evaluate_model, register_best
 from cifar_exp.report import report
 from cifar_exp.reproduce import reproduce
-from cifar_exp.storage import storage_url
+from cifar_exp.study.storage import storage_url
 from cifar_exp.tracking import tracking_uri
 
 
@@ -35,9 +35,9 @@ class _Page(HTMLParser):
 def test_report_is_complete_and_self_contained(study_cfg):
     cfg, root, sweep_out = study_cfg
     out = report(cfg, root / "reports")
-    assert out["html"] == root / "reports" / "tiny" / "report.html"
+    assert out.html == root / "reports" / "tiny" / "report.html"
     page = _Page()
-    page.feed(out["html"].read_text())
+    page.feed(out.html.read_text())
     assert page.tags[0] == "html" and "table" in page.tags
     assert len(page.images) >= 6 and not page.links
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
@@ -52,11 +52,11 @@ def test_report_is_complete_and_self_contained(study_cfg):
         assert (root / "reports" / "tiny" / "figures" / name).stat().st_size > 1000, name
     # one row per trial, best first, with the values Optuna and MLflow hold
     study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
-    table = out["table"]
+    table = out.table
     assert sorted(table["trial"]) == [t.number for t in study.trials]
     assert table["trial"].iloc[0] == study.best_trial.number
     client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
-    md = out["markdown"].read_text()
+    md = out.markdown.read_text()
     for t in study.trials:
         row = table[table["trial"] == t.number].iloc[0]
         assert row["val_accuracy"] == pytest.approx(t.value)
@@ -69,16 +69,16 @@ def test_report_is_complete_and_self_contained(study_cfg):
     # provenance and the test-set evaluation of the best model
     assert re.search(r"git commit: `[0-9a-f]{40}`", md)
     assert "sha256 `" in md and "tensorflow" in md and "trainer.seed=7" in md
-    assert out["test"]["run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
-    best_run = client.get_run(out["test"]["run_id"])
-    assert best_run.data.metrics["test_accuracy"] == pytest.approx(out["test"]["accuracy"])
+    assert out.test.run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    best_run = client.get_run(out.test.run_id)
+    assert best_run.data.metrics["test_accuracy"] == pytest.approx(out.test.accuracy)
     assert best_run.info.status == "FINISHED"
     # logged to the parent run
-    files = {a.path for a in client.list_artifacts(sweep_out["parent_run_id"], "report")}
+    files = {a.path for a in client.list_artifacts(sweep_out.parent_run_id, "report")}
     assert files == {"report/report.md", "report/report.html"}
     # the test set is evaluated once: a second report reuses the result
     again = report(cfg, root / "reports")
-    assert again["test"]["cached"] and again["test"]["accuracy"] == out["test"]["accuracy"]
+    assert again.test.cached and again.test.accuracy == out.test.accuracy
 
 
 def test_reproduce_gives_the_same_metrics(study_cfg):
@@ -86,11 +86,11 @@ def test_reproduce_gives_the_same_metrics(study_cfg):
     study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
     original = study.trials[1].user_attrs["mlflow_run_id"]
     out = reproduce(original, cfg)
-    assert out["identical"] and out["within_tolerance"]
-    assert {r[0] for r in out["rows"]} >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(out["reproduction"])
+    assert out.identical and out.within_tolerance
+    assert {r[0] for r in out.rows} >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(out.reproduction)
     assert run.data.tags["reproduces"] == original
-    assert not [w for w in out["warnings"] if "data.sha256" in w]
+    assert not [w for w in out.warnings if "data.sha256" in w]
 
 
 def test_evaluate_keras_file_and_run_id_agree(study_cfg, tmp_path):
@@ -103,32 +103,32 @@ def test_evaluate_keras_file_and_run_id_agree(study_cfg, tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     by_file = evaluate_model(str(path), cfg)
-    assert by_file["accuracy"] == by_run["accuracy"] and by_file["loss"] == by_run["loss"]
-    assert by_file["confusion_matrix"] == by_run["confusion_matrix"]
-    assert np.array(by_run["confusion_matrix"]).sum() == 200
-    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(by_run["run_id"])
-    assert run.data.metrics["test_accuracy"] == pytest.approx(by_run["accuracy"])
+    assert by_file.accuracy == by_run.accuracy and by_file.loss == by_run.loss
+    assert by_file.confusion_matrix == by_run.confusion_matrix
+    assert np.array(by_run.confusion_matrix).sum() == 200
+    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(by_run.run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(by_run.accuracy)
 
 
 def test_champion_is_the_best_registered_model(study_cfg):
     cfg, _, sweep_out = study_cfg
     client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
-    reg = sweep_out["registered"]
-    assert reg["name"] == "cifar10-cnn" and reg["champion"]
+    reg = sweep_out.registered
+    assert reg.name == "cifar10-cnn" and reg.champion
     champion = client.get_model_version_by_alias("cifar10-cnn", CHAMPION)
-    assert champion.run_id == sweep_out["best"]["mlflow_run_id"]
+    assert champion.run_id == sweep_out.best.run_id
     # a worse model is registered but does not take the alias
     study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
     worst = min((t for t in study.trials), key=lambda t: t.value)
-    if worst.value < sweep_out["best"]["value"]:
+    if worst.value < sweep_out.best.value:
         out = register_best(cfg, worst.user_attrs["mlflow_run_id"], worst.value, "other")
-        assert not out["champion"]
+        assert not out.champion
         assert client.get_model_version_by_alias("cifar10-cnn", CHAMPION).version == (
             champion.version
         )
     # evaluate and predict default to the champion
     default = evaluate_model(None, cfg)
-    assert default["model"] == "models:/cifar10-cnn@champion"
+    assert default.model == "models:/cifar10-cnn@champion"
 
 
 def test_model_references_fail_clearly(study_cfg, tmp_path):

@@ -9,8 +9,10 @@ import optuna
 import pytest
 
 from cifar_exp.config import ConfigError, compose, list_experiments, with_overrides
-from cifar_exp.search import objective, parse_space, sweep
-from cifar_exp.storage import storage_url
+from cifar_exp.study.objective import objective
+from cifar_exp.study.space import parse_space
+from cifar_exp.study.storage import storage_url
+from cifar_exp.study.sweep import sweep
 from cifar_exp.tracking import tracking_uri
 
 from .conftest import REPO
@@ -85,7 +87,7 @@ def test_objective_with_a_fixed_trial(cfg):
 
 def test_tiny_study_records_parent_and_children_and_resumes(cfg):
     out = sweep(cfg)
-    assert out["finished"] == 4 and out["counts"] == {"COMPLETE": 4}
+    assert out.finished == 4 and out.counts == {"COMPLETE": 4}
     study = load(cfg)
     assert len(study.trials) == 4
     client, found = runs(cfg)
@@ -93,7 +95,7 @@ def test_tiny_study_records_parent_and_children_and_resumes(cfg):
     children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
-    assert parent.info.run_id == out["parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    assert parent.info.run_id == out.parent_run_id == study.user_attrs["mlflow_parent_run_id"]
     assert parent.data.tags["optuna.study_name"] == "tiny"
     assert parent.data.tags["optuna.sampler"] == "tpe" and parent.data.tags["git_commit"]
     assert parent.info.status == "FINISHED"
@@ -115,12 +117,12 @@ def test_tiny_study_records_parent_and_children_and_resumes(cfg):
         )
     # the same command again adds nothing
     again = sweep(cfg)
-    assert again["finished"] == 4 and len(load(cfg).trials) == 4
+    assert again.finished == 4 and len(load(cfg).trials) == 4
     assert len(runs(cfg)[1]) == 5
     # a larger n_trials only adds the missing trials, with new suggestions
     more = sweep(with_overrides(cfg, {"search.n_trials": 5}))
     trials = load(cfg).trials
-    assert more["finished"] == 5 and len(trials) == 5
+    assert more.finished == 5 and len(trials) == 5
     assert trials[4].params != trials[0].params
 
 
@@ -135,9 +137,9 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(cfg, monk
             "search.isolate_trials": False,
         },
     )
-    import cifar_exp.search as search_mod
+    import cifar_exp.study.objective as objective_mod
 
-    real = search_mod.tracking.train_tracked
+    real = objective_mod.runs.train_tracked
     calls = {"n": 0}
 
     def flaky(trial_cfg, *args, **kwargs):
@@ -149,9 +151,9 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(cfg, monk
             raise RuntimeError("disk full (simulated)")
         return real(trial_cfg, *args, **kwargs)
 
-    monkeypatch.setattr(search_mod.tracking, "train_tracked", flaky)
+    monkeypatch.setattr(objective_mod.runs, "train_tracked", flaky)
     out = sweep(cfg)
-    assert out["finished"] == 2
+    assert out.finished == 2
     states = [t.state.name for t in load(cfg).trials]
     assert states.count("FAIL") == 2 and states.count("COMPLETE") == 2
     failed = [t for t in load(cfg).trials if t.state.name == "FAIL"]
@@ -167,7 +169,7 @@ def test_trial_processes_that_diverge_or_die_are_recorded(cfg):
     FAIL with their reason, and their runs end FAILED with it."""
     import multiprocessing as mp
 
-    from cifar_exp.search import NullReporter
+    from cifar_exp.study.progress import NullReporter
 
     class KillTheTrialProcess(NullReporter):
         def epoch_ended(self, number, epoch, epochs, logs):
@@ -186,8 +188,8 @@ def test_trial_processes_that_diverge_or_die_are_recorded(cfg):
         },
     )
     killed = with_overrides(cfg, {**once, "search.study_name": "killed"})
-    assert sweep(diverging)["stopped"] == "1 trials failed in a row"
-    assert sweep(killed, KillTheTrialProcess())["stopped"] == "1 trials failed in a row"
+    assert sweep(diverging).stopped == "1 trials failed in a row"
+    assert sweep(killed, KillTheTrialProcess()).stopped == "1 trials failed in a row"
     client, _ = runs(cfg)
     for study_cfg, reason in (
         (diverging, "TrainingDiverged: loss became"),
@@ -205,7 +207,7 @@ def test_trial_processes_that_diverge_or_die_are_recorded(cfg):
 def test_memory_stays_flat_across_trials(cfg):
     """The sweep process does not grow with the number of trials (each trains in its own
     process); trained in-process, Keras keeps about 45 MiB per trial."""
-    from cifar_exp.search import NullReporter
+    from cifar_exp.study.progress import NullReporter
 
     def rss_mib():
         with open("/proc/self/status") as fh:
@@ -215,12 +217,12 @@ def test_memory_stays_flat_across_trials(cfg):
     class Rss(NullReporter):
         seen: list = []
 
-        def trial_ended(self, study, trial):
+        def trial_ended(self, trial, progress):
             self.seen.append(rss_mib())
 
     reporter = Rss()
     out = sweep(with_overrides(cfg, {"search.n_trials": 8, "tracking.log_model": False}), reporter)
-    assert out["finished"] == 8
+    assert out.finished == 8
     growth = reporter.seen[-1] - reporter.seen[1]  # after warm-up (imports, first plots)
     print("sweep-process RSS after each trial (MiB):", [round(m) for m in reporter.seen])
     assert growth < 60, f"sweep process grew {growth:.0f} MiB over 6 trials: {reporter.seen}"
@@ -238,7 +240,7 @@ def test_pruning_stops_the_trial_after_epoch_1(cfg):
         },
     )
     out = sweep(cfg)
-    assert out["counts"] == {"PRUNED": 2}
+    assert out.counts == {"PRUNED": 2}
     client, _ = runs(cfg)
     for trial in load(cfg).trials:
         assert trial.user_attrs["pruned_at_epoch"] == 1 and trial.user_attrs["epochs_run"] == 1
@@ -281,7 +283,7 @@ def test_every_experiment_runs_in_tiny_mode(name, cifar_tarball, workdir):
             ]
         )
     out = sweep(cfg)
-    assert out["finished"] == 1
+    assert out.finished == 1
     if name == "seed_epochs":
         from cifar_exp.report import report
 

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from cifar_exp.config import with_overrides
-from cifar_exp.tracking import tracking_uri, train_tracked
+from cifar_exp.runs import train_tracked
+from cifar_exp.tracking import tracking_uri
 
 
 def test_train_run_is_recorded_in_mlflow(cfg, workdir):
     out = train_tracked(cfg, verbose="0")
     client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
-    run = client.get_run(out["run_id"])
+    run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED"
     assert (workdir / "mlruns" / "mlflow.db").exists()
     # params: the flattened resolved config
@@ -22,7 +23,7 @@ def test_train_run_is_recorded_in_mlflow(cfg, workdir):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == [1, 2], key
-    assert run.data.metrics["test_accuracy"] == pytest.approx(out["test"]["accuracy"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(out.test.accuracy)
     assert run.data.tags["git_commit"] and run.data.tags["version.tensorflow"]
     assert run.data.tags["experiment"] == "tiny"
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -62,5 +63,5 @@ def test_failed_training_marks_the_run_failed(cfg):
 
 def test_tracking_off_writes_nothing(cfg, workdir):
     out = train_tracked(with_overrides(cfg, {"tracking.enabled": False}), verbose="0")
-    assert out["run_id"] is None and out["final"]["loss"] > 0
+    assert out.run_id is None and out.final["loss"] > 0
     assert not (workdir / "mlruns").exists()

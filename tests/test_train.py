@@ -18,11 +18,11 @@ def test_one_epoch_history_and_test_metrics(cfg, splits):
     result = train(cfg, splits, verbose="0")
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time"):
         assert len(result.history[key]) == 1, key
-    assert result.info["epochs_run"] == 1 and result.info["params"] == 4_210_090
-    assert 0 <= result.test["accuracy"] <= 1
-    cm = np.array(result.test["confusion_matrix"])
+    assert result.epochs_run == 1 and result.params == 4_210_090
+    assert 0 <= result.test.accuracy <= 1
+    cm = np.array(result.test.confusion_matrix)
     assert cm.shape == (10, 10) and cm.sum() == len(splits.y_test)
-    assert np.trace(cm) / cm.sum() == pytest.approx(result.test["accuracy"])
+    assert np.trace(cm) / cm.sum() == pytest.approx(result.test.accuracy)
 
 
 def test_same_seed_same_metrics(cfg, splits):
@@ -105,13 +105,13 @@ def test_fast_model_recipe_trains(cfg, splits):
     )
     result = train(cfg, splits, verbose="0")
     assert result.history["lr"][-1] == pytest.approx(0.0, abs=1e-9)
-    assert result.history["val_accuracy"][-1] > 0.3 and 0 <= result.test["accuracy"] <= 1
+    assert result.history["val_accuracy"][-1] > 0.3 and 0 <= result.test.accuracy <= 1
 
 
 def test_mixed_bfloat16_trains(cfg, splits):
     cfg = with_overrides(cfg, {"trainer.precision": "mixed_bfloat16", "trainer.epochs": 1})
     result = train(cfg, splits, verbose="0")
-    assert result.info["precision"] == "mixed_bfloat16"
+    assert result.precision == "mixed_bfloat16"
     assert math.isfinite(result.history["loss"][0])
     assert result.model.layers[0].compute_dtype == "bfloat16"
     import keras

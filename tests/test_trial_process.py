@@ -1,7 +1,7 @@
 import pytest
 
 from cifar_exp.config import to_dict, with_overrides
-from cifar_exp.trial_process import TrialError, run_trial
+from cifar_exp.study.trial_process import TrialError, run_trial
 
 
 def _never_close(run_id, status, reason):
@@ -30,8 +30,8 @@ def test_trial_process_runs_where_the_caller_is_and_obeys_pruning(cfg, tmp_path,
     )
     assert [e for e, _ in seen] == [1, 2]
     assert {"loss", "val_accuracy", "lr", "epoch_time"} <= set(seen[0][1])
-    assert out["info"]["epochs_run"] == 2 and out["run_id"] == linked[0]
-    assert out["history"]["val_accuracy"][-1] == pytest.approx(seen[-1][1]["val_accuracy"])
+    assert out.epochs_run == 2 and out.run_id == linked[0]
+    assert out.history["val_accuracy"][-1] == pytest.approx(seen[-1][1]["val_accuracy"])
     assert (tmp_path / "relative-mlruns" / "mlflow.db").exists()
 
 

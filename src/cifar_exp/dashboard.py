@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cifar_exp.config import mask
+from cifar_exp.config import Config, mask
 from cifar_exp.tracking import setup, tracking_uri
 
 
-def ui_command(cfg: Any, host: str, port: int) -> list[str]:
+def ui_command(cfg: Config, host: str, port: int) -> list[str]:
     """The `mlflow server` command line serving the embedded store (UI and artifacts)."""
     cmd = [
         sys.executable,
@@ -32,7 +32,7 @@ def ui_command(cfg: Any, host: str, port: int) -> list[str]:
     return [*cmd, "--default-artifact-root", artifacts, "--no-serve-artifacts"]
 
 
-def serve(cfg: Any, console: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
+def serve(cfg: Config, console: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run the MLflow UI until Ctrl-C; returns its exit code."""
     if cfg.tracking.uri and not str(cfg.tracking.uri).startswith("sqlite"):
         console.print(

@@ -14,9 +14,12 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cifar_exp.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,6 @@ CLASS_NAMES = (
     "truck",
 )
 NUM_CLASSES = 10
-IMAGE_SHAPE = (32, 32, 3)
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 FOLDER = "cifar-10-batches-py"
@@ -241,7 +243,7 @@ def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> 
     return np.sort(np.concatenate(picks))
 
 
-def split(arrays: dict[str, np.ndarray], cfg: Any) -> tuple[np.ndarray, ...]:
+def split(arrays: dict[str, np.ndarray], cfg: DataConfig) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_val, y_val, x_test, y_test) as the data config asks."""
     rng = np.random.default_rng(cfg.split_seed)
     x_train, y_train = arrays["x_train"], arrays["y_train"]
@@ -268,7 +270,7 @@ def split(arrays: dict[str, np.ndarray], cfg: Any) -> tuple[np.ndarray, ...]:
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
-def load_cifar10(cfg: Any) -> Splits:
+def load_cifar10(cfg: DataConfig) -> Splits:
     """The splits described by a `data` config: local copy if `path` is set, else official."""
     source = Path(cfg.path).expanduser() if cfg.path else _download_official()
     if not source.exists():

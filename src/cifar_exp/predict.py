@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifar_exp.config import Config
 from cifar_exp.data import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -115,7 +116,7 @@ class Classifier:
         self.model, self.source = model, source
 
     @classmethod
-    def load(cls, reference: str | None, cfg: Any) -> Classifier:
+    def load(cls, reference: str | None, cfg: Config) -> Classifier:
         from cifar_exp.registry import load_model
 
         model, source = load_model(reference, cfg)

@@ -4,6 +4,7 @@ from a run id, a `models:/` URI or a `.keras` file (always in Keras safe mode)."
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from cifar_exp.config import Config
 from cifar_exp.tracking import setup
+from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +25,20 @@ class ModelNotFound(ValueError):
     """A model reference that names nothing loadable; the message says what was tried."""
 
 
-def register_best(cfg: Any, run_id: str, value: float, study_name: str) -> dict[str, Any]:
-    """Register the model of `run_id` under `tracking.registered_model`; move the champion
-    alias to it if it beats the current champion on the study metric.
+@dataclass(frozen=True)
+class Registration:
+    """A model version registered by a study: whether it became the champion, and which
+    version was the champion before (None if there was none)."""
 
-    Returns {"name", "version", "champion": bool, "previous": version or None}.
-    """
+    name: str
+    version: int
+    champion: bool
+    previous: int | None
+
+
+def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Registration:
+    """Register the model of `run_id` under `tracking.registered_model`; move the champion
+    alias to it if it beats the current champion on the study metric."""
     name = cfg.tracking.registered_model
     setup(cfg.tracking)
     client = MlflowClient()
@@ -57,12 +68,12 @@ def register_best(cfg: Any, run_id: str, value: float, study_name: str) -> dict[
     )
     if better and (previous is None or previous.version != version.version):
         client.set_registered_model_alias(name, CHAMPION, version.version)
-    return {
-        "name": name,
-        "version": int(version.version),
-        "champion": better,
-        "previous": int(previous.version) if previous else None,
-    }
+    return Registration(
+        name=name,
+        version=int(version.version),
+        champion=better,
+        previous=int(previous.version) if previous else None,
+    )
 
 
 def _champion(client: MlflowClient, name: str) -> Any:
@@ -72,11 +83,11 @@ def _champion(client: MlflowClient, name: str) -> Any:
         return None
 
 
-def champion_uri(cfg: Any) -> str:
+def champion_uri(cfg: Config) -> str:
     return f"models:/{cfg.tracking.registered_model}@{CHAMPION}"
 
 
-def model_uri(reference: str | None, cfg: Any) -> str:
+def model_uri(reference: str | None, cfg: Config) -> str:
     """A loadable URI for a run id, a `models:/` / `runs:/` URI or a `.keras` path
     (None means the registry champion)."""
     if reference is None:
@@ -88,7 +99,7 @@ def model_uri(reference: str | None, cfg: Any) -> str:
     raise ModelNotFound(f"{reference}: not a run id, a models:/ or runs:/ URI, or a .keras file")
 
 
-def load_model(reference: str | None, cfg: Any) -> tuple[Any, str]:
+def load_model(reference: str | None, cfg: Config) -> tuple[Any, str]:
     """The Keras model a reference names, loaded in safe mode; also the URI it came from."""
     import keras
 
@@ -117,20 +128,22 @@ def load_model(reference: str | None, cfg: Any) -> tuple[Any, str]:
     return keras.saving.load_model(files[0], safe_mode=True), uri
 
 
-def evaluate_model(reference: str | None, cfg: Any) -> dict[str, Any]:
-    """Test-set loss, accuracy, per-class accuracy and confusion matrix of a model reference,
-    on the test set of `cfg.data`; logged as an `evaluate` MLflow run when tracking is on."""
+def evaluate_model(reference: str | None, cfg: Config) -> Evaluation:
+    """A model reference on the test set of `cfg.data` (loss, accuracy, per-class accuracy,
+    confusion matrix), logged as an `evaluate` MLflow run when tracking is on."""
+    from cifar_exp import runs
     from cifar_exp.data import load_cifar10
-    from cifar_exp.tracking import log_test_metrics, run, run_tags
+    from cifar_exp.tracking import run, run_tags
     from cifar_exp.train import evaluate
 
     model, uri = load_model(reference, cfg)
     splits = load_cifar10(cfg.data)
-    result = {**evaluate(model, splits.x_test, splits.y_test), "model": uri, "run_id": None}
-    if cfg.tracking.enabled:
+    if not cfg.tracking.enabled:
+        result = evaluate(model, splits.x_test, splits.y_test)
+    else:
         experiment_id = setup(cfg.tracking)
         tags = {**run_tags(cfg), "evaluates": uri, "data.sha256": splits.info["sha256"]}
-        with run("evaluate", experiment_id, tags=tags) as active:
-            log_test_metrics(result)
-            result["run_id"] = active.info.run_id
+        with run("evaluate", experiment_id, tags=tags):
+            result = runs.evaluate_and_log(model, splits)
+    result.model = uri
     return result

@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from cifar_exp import provenance
-from cifar_exp.config import ConfigError, with_overrides
-from cifar_exp.tracking import run_config, setup, train_tracked
+from cifar_exp.config import METRICS, Config, ConfigError, with_overrides
+from cifar_exp.runs import train_tracked
+from cifar_exp.tracking import run_config, setup
+from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
 
-COMPARED = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+COMPARED = (*METRICS, "test_loss", "test_accuracy")
 # Same machine, same software, deterministic ops: metrics repeat exactly. Anything else is
 # judged against this absolute tolerance.
 TOLERANCE = 1e-6
 
 
-def reproduce(run_id: str, cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`.
+@dataclass
+class Reproduction:
+    """A run re-run from its record: per metric (name, original, new, new - original), and
+    what differs in the provenance (commit, versions, data)."""
 
-    Returns {"original", "reproduction", "rows": [(metric, original, new, diff)],
-    "identical", "within_tolerance", "warnings"}.
-    """
+    original: str  # run ids
+    reproduction: str | None
+    rows: list[tuple[str, float, float, float]]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return all(d == 0 for *_, d in self.rows)
+
+    @property
+    def within_tolerance(self) -> bool:
+        return all(abs(d) <= TOLERANCE for *_, d in self.rows)
+
+
+def reproduce(
+    run_id: str, cfg: Config, overrides: list[str] | tuple[str, ...] = ()
+) -> Reproduction:
+    """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`."""
     setup(cfg.tracking)
     client = MlflowClient()
     try:
@@ -45,27 +64,23 @@ def reproduce(run_id: str, cfg: Any, overrides: list[str] | tuple[str, ...] = ()
         extra_tags={"reproduces": run_id},
         evaluate_test=evaluate_test,
     )
-    new = client.get_run(out["run_id"]) if out["run_id"] else None
-    new_metrics = new.data.metrics if new else {**out["final"], **_test(out)}
+    new = client.get_run(out.run_id) if out.run_id else None
+    new_metrics = new.data.metrics if new else {**out.final, **_test(out.test)}
     rows = []
     for key in COMPARED:
         if key in original.data.metrics and key in new_metrics:
             a, b = original.data.metrics[key], new_metrics[key]
             rows.append((key, a, b, b - a))
-    identical = all(d == 0 for *_, d in rows)
-    return {
-        "original": run_id,
-        "reproduction": out["run_id"],
-        "rows": rows,
-        "identical": identical,
-        "within_tolerance": all(abs(d) <= TOLERANCE for *_, d in rows),
-        "warnings": _differences(original.data.tags, new.data.tags if new else {}),
-    }
+    return Reproduction(
+        original=run_id,
+        reproduction=out.run_id,
+        rows=rows,
+        warnings=_differences(original.data.tags, new.data.tags if new else {}),
+    )
 
 
-def _test(out: dict) -> dict:
-    t = out.get("test")
-    return {"test_loss": t["loss"], "test_accuracy": t["accuracy"]} if t else {}
+def _test(test: Evaluation | None) -> dict[str, float]:
+    return {"test_loss": test.loss, "test_accuracy": test.accuracy} if test else {}
 
 
 def _differences(before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Training: runtime setup, optimizer, fit, evaluation. Knows Keras; not MLflow, not Optuna.
 
 `train(cfg, splits, callbacks)` returns a `TrainResult` (model, per-epoch history, test
-metrics); tracking and pruning come in as Keras callbacks from the layers above.
+metrics); tracking and pruning come in as Keras callbacks from the layers above, which also
+fill in the result's `run_id`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
+from cifar_exp.config import AdamConfig, Config, SGDConfig, TrainerConfig
 from cifar_exp.data import NUM_CLASSES, Splits, make_dataset
 from cifar_exp.models import build_model
 
@@ -27,13 +30,43 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainResult:
-    """What one training produced: the model, its per-epoch history and final metrics."""
+class Evaluation:
+    """A model on a labelled set (the test set): plain cross-entropy, accuracy, per-class
+    accuracy and the confusion matrix (rows: true, columns: predicted). `run_id` and `model`
+    say where it was recorded and which model it measured, once it is; `cached` marks one read
+    back from that record rather than computed."""
 
-    model: Any
+    loss: float
+    accuracy: float
+    per_class_accuracy: list[float]
+    confusion_matrix: list[list[int]]
+    run_id: str | None = None
+    model: str | None = None
+    cached: bool = False
+
+    def metrics(self) -> dict[str, Any]:
+        """The measured values alone (what test_metrics.json holds)."""
+        out = asdict(self)
+        for key in ("run_id", "model", "cached"):
+            out.pop(key)
+        return out
+
+
+@dataclass
+class TrainResult:
+    """What one training produced: per-epoch history, test metrics, how it ran, and the MLflow
+    run that records it (`run_id`, None when untracked). `model` is the trained Keras model, or
+    None once the result has crossed a process boundary (a study's trial process)."""
+
     history: dict[str, list[float]]
-    test: dict[str, Any] | None
-    info: dict[str, Any] = field(default_factory=dict)
+    test: Evaluation | None
+    precision: str
+    params: int
+    train_time: float  # seconds in `fit`
+    epochs_run: int
+    data: dict[str, Any] = field(default_factory=dict)  # the data source and split sizes
+    model: Any = None
+    run_id: str | None = None
 
     @property
     def final(self) -> dict[str, float]:
@@ -66,7 +99,7 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if _cpu_has_bf16() else "float32"
 
 
-def configure_runtime(trainer: Any) -> str:
+def configure_runtime(trainer: TrainerConfig) -> str:
     """Seeds, threads, determinism and precision policy; returns the precision in force."""
     import tensorflow as tf
 
@@ -83,7 +116,7 @@ def configure_runtime(trainer: Any) -> str:
     return precision
 
 
-def build_optimizer(cfg: Any, total_steps: int = 0) -> Any:
+def build_optimizer(cfg: SGDConfig | AdamConfig, total_steps: int = 0) -> Any:
     """SGD or Adam with the configured schedule: the legacy `decay` becomes
     lr / (1 + decay * step) as in Keras 2; `onecycle` warms up linearly from 0 to `lr` over the
     first `warmup` fraction of `total_steps`, then anneals to 0 on a cosine."""
@@ -150,6 +183,20 @@ class EpochRecorder(keras.callbacks.Callback):
             raise TrainingDiverged(f"loss became {float(loss)} in epoch {epoch + 1}")
 
 
+class EpochHook(keras.callbacks.Callback):
+    """Calls `decide(epoch, logs)` at each epoch's end (epochs count from 1) and stops the
+    training when it returns True: how a study's pruning reaches a training, wherever the
+    training runs."""
+
+    def __init__(self, decide: Callable[[int, dict[str, float]], bool]) -> None:
+        super().__init__()
+        self.decide = decide
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.decide(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):
+            self.model.stop_training = True
+
+
 class Lookahead(keras.callbacks.Callback):
     """Weight averaging as airbench does it: from epoch `start_epoch` on, every `every` steps
     the weights (batch-norm statistics included) move to an exponential moving average of
@@ -209,7 +256,7 @@ def _jit(setting: str) -> bool | str:
     return {"true": True, "false": False}.get(setting, "auto")
 
 
-def compile_model(cfg: Any, steps_per_epoch: int = 0, images: Any = None) -> Any:
+def compile_model(cfg: Config, steps_per_epoch: int = 0, images: Any = None) -> Any:
     """The configured model, compiled with its optimizer, cross-entropy and accuracy;
     `images` (the training images) for models that initialise from data.
 
@@ -233,7 +280,7 @@ def compile_model(cfg: Any, steps_per_epoch: int = 0, images: Any = None) -> Any
 
 
 def train(
-    cfg: Any,
+    cfg: Config,
     splits: Splits,
     callbacks: list | tuple = (),
     *,
@@ -273,18 +320,21 @@ def train(
         callbacks=[recorder, *callbacks],
         verbose=_verbose(verbose or t.verbose),
     )
-    info = {
-        "precision": precision,
-        "params": int(model.count_params()),
-        "train_time": time.perf_counter() - start,
-        "epochs_run": len(recorder.history.get("loss", [])),
-        "data": splits.info,
-    }
+    train_time = time.perf_counter() - start
     test = evaluate(model, splits.x_test, splits.y_test, t.batch_size) if evaluate_test else None
-    return TrainResult(model=model, history=recorder.history, test=test, info=info)
+    return TrainResult(
+        history=recorder.history,
+        test=test,
+        precision=precision,
+        params=int(model.count_params()),
+        train_time=train_time,
+        epochs_run=len(recorder.history.get("loss", [])),
+        data=splits.info,
+        model=model,
+    )
 
 
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Evaluation:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
     ds = make_dataset(x, y, batch_size, shuffle=False, seed=0)
     probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
@@ -296,9 +346,9 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) ->
     )
     support = cm.sum(axis=1)
     per_class = np.divide(np.diag(cm), support, out=np.full(NUM_CLASSES, np.nan), where=support > 0)
-    return {
-        "loss": loss,
-        "accuracy": float((pred == y).mean()),
-        "per_class_accuracy": per_class.tolist(),
-        "confusion_matrix": cm.tolist(),
-    }
+    return Evaluation(
+        loss=loss,
+        accuracy=float((pred == y).mean()),
+        per_class_accuracy=per_class.tolist(),
+        confusion_matrix=cm.tolist(),
+    )

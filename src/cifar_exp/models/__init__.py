@@ -1,30 +1,22 @@
 """Model registry: `build_model(cfg.model)` returns an uncompiled Keras model.
 
 A new model is one module here that calls `register(name, schema)` on its builder, plus one
-YAML in `conf/model/`; the schema dataclass types and checks its config keys.
+YAML in `conf/model/`; the schema dataclass types and checks its config keys. The schemas live
+here, with their models, and `config` reads them from `SCHEMAS`: this package imports nothing
+of the rest of cifar_exp (and no TensorFlow until a model is built), so config depends on it
+without a cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from cifar_exp.config import MODEL_SCHEMAS
+# each model module registers itself (`tta` holds a Keras layer: imported where a model is
+# built or loaded, so that composing a config never imports TensorFlow)
+from cifar_exp.models import airbench, resnet_small, seed_cnn  # noqa: F401
+from cifar_exp.models.registry import BUILDERS, SCHEMAS, register
 
-_BUILDERS: dict[str, Callable[..., Any]] = {}
-
-
-def register(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: make `builder(cfg, input_shape, num_classes, images)` selectable as
-    `model=<name>`; `images` (uint8 training images or None) is for data-dependent
-    initialisation."""
-
-    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
-        _BUILDERS[name] = builder
-        MODEL_SCHEMAS[name] = schema
-        return builder
-
-    return wrap
+__all__ = ["SCHEMAS", "available", "build_model", "register"]
 
 
 def build_model(
@@ -35,11 +27,9 @@ def build_model(
 ) -> Any:
     """The Keras model named by `cfg.name`, built from the rest of `cfg`; models that
     initialise from data (airbench's whitening layer) use `images`, the training images."""
-    if cfg.name not in _BUILDERS:
-        raise ValueError(
-            f"model.name: unknown model {cfg.name!r} (choose from {sorted(_BUILDERS)})"
-        )
-    model = _BUILDERS[cfg.name](cfg, input_shape, num_classes, images)
+    if cfg.name not in BUILDERS:
+        raise ValueError(f"model.name: unknown model {cfg.name!r} (choose from {sorted(BUILDERS)})")
+    model = BUILDERS[cfg.name](cfg, input_shape, num_classes, images)
     if getattr(cfg, "tta", False):
         from cifar_exp.models.tta import with_flip_tta
 
@@ -48,10 +38,4 @@ def build_model(
 
 
 def available() -> list[str]:
-    return sorted(_BUILDERS)
-
-
-# each model module registers itself
-# (`tta` holds a Keras layer: imported where a model is built or loaded, so that composing a
-# config never imports TensorFlow)
-from cifar_exp.models import airbench, resnet_small, seed_cnn  # noqa: E402,F401
+    return sorted(BUILDERS)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_exp.models import register
+from cifar_exp.models.registry import register
 
 # per-channel mean and standard deviation of the CIFAR-10 training images, on [0, 1]
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cifar_exp.models import register
+from cifar_exp.models.registry import register
 
 
 @dataclass

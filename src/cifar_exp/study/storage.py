@@ -1,5 +1,8 @@
 """The study storage: its URL, heartbeats and re-queuing of dead workers' trials, a lock
-for study set-up shared by workers, and retries while the database is unreachable."""
+for study set-up shared by workers, and retries while the database is unreachable.
+
+It knows Optuna and the database, not MLflow: what else must happen to a dead worker's trial
+(closing its MLflow run) comes in as a callback."""
 
 from __future__ import annotations
 
@@ -13,13 +16,12 @@ from typing import Any
 
 import optuna
 
-from cifar_exp import tracking
-from cifar_exp.config import mask
+from cifar_exp.config import Config, SearchConfig, mask
 
 log = logging.getLogger(__name__)
 
 
-def storage_url(cfg: Any) -> str:
+def storage_url(cfg: Config) -> str:
     """`search.storage`, else an embedded SQLite file beside the MLflow store."""
     if cfg.search.storage:
         return str(cfg.search.storage)
@@ -28,21 +30,22 @@ def storage_url(cfg: Any) -> str:
     return f"sqlite:///{root / 'optuna.db'}"
 
 
-def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
-    """RDB storage with heartbeats: a trial whose process died is failed, its MLflow run
-    closed as KILLED, and the trial re-queued (up to `search.max_retry` times)."""
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.search.max_retry)
+def make_storage(
+    search: SearchConfig,
+    url: str,
+    on_stale: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats: a trial whose process died is failed, `on_stale(trial)`
+    is called (the sweep closes its MLflow run there), and the trial is re-queued (up to
+    `search.max_retry` times)."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retry)
 
-    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and cfg.tracking.enabled:
-            tracking.close_run(
-                cfg.tracking, run_id, "KILLED", "worker died: no heartbeat (trial re-queued)"
-            )
+    def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_stale is not None:
+            on_stale(trial)
         log.warning("trial %d lost its worker; failed and re-queued", trial.number)
         retry(study, trial)
 
-    url = storage_url(cfg)
     # SQLite waits for the other processes' locks; a server database drops dead connections
     # (a restarted server) instead of failing on them
     engine_kwargs = (
@@ -52,8 +55,8 @@ def make_storage(cfg: Any) -> optuna.storages.BaseStorage:
         lambda: optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=cfg.search.heartbeat_interval,
-            heartbeat_stale_trial_callback=on_stale,
+            heartbeat_interval=search.heartbeat_interval,
+            heartbeat_stale_trial_callback=stale,
         ),
         url,
     )
@@ -70,7 +73,7 @@ def study_lock(url: str) -> Iterator[None]:
     if url.startswith("sqlite:///"):
         import fcntl
 
-        with open(url.removeprefix("sqlite:///") + ".lock", "w") as fh:
+        with _open_lock_file(url) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
         return
@@ -93,6 +96,19 @@ def study_lock(url: str) -> Iterator[None]:
     finally:
         conn.close()
         engine.dispose()
+
+
+def _open_lock_file(url: str) -> Any:
+    """The set-up lock file beside a SQLite study file, its folder created as the default
+    location's is; a folder that cannot be made or written is one clear error."""
+    path = Path(url.removeprefix("sqlite:///"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(f"{path}.lock", "w")  # the caller's `with` closes it
+    except OSError as e:
+        raise StorageUnavailable(
+            f"study storage {mask(url)}: cannot write in {path.parent} ({e.strerror})"
+        ) from None
 
 
 class StorageUnavailable(RuntimeError):

@@ -1,13 +1,46 @@
-"""Keep third-party start-up noise out of the terminal: shared by the CLI and the trial
-processes of a sweep, which import TensorFlow, MLflow and Optuna afresh."""
+"""Logging, set up in one place: the CLI, the trial processes of a sweep and the benchmarks all
+call `setup`, which also keeps third-party start-up noise out of the terminal."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
 
-NOISY_LOGGERS = ("mlflow", "alembic", "absl", "tensorflow", "h5py", "matplotlib", "optuna")
+NOISY_LOGGERS = (
+    "mlflow",
+    "mlflow.store.db.utils",
+    "mlflow.models.model",
+    "alembic",
+    "absl",
+    "tensorflow",
+    "h5py",
+    "matplotlib",
+    "optuna",
+)
+
+
+def setup(level: int = logging.INFO, *, rich: bool = True) -> None:
+    """Root logging at `level` (rich's handler for a terminal, else plain lines on stderr),
+    library loggers quiet, and an exception in a background thread as one warning line."""
+    if rich:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="[%X]", handlers=[handler])
+    quiet_libraries()
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        # e.g. Optuna's heartbeat thread while the database restarts: one line, not a traceback
+        name = args.thread.name if args.thread else "thread"
+        logging.getLogger("cifar_exp").warning("background %s stopped: %s", name, args.exc_value)
+
+    threading.excepthook = thread_failed
 
 
 def quiet_libraries() -> None:

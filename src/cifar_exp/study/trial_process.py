@@ -8,7 +8,7 @@ child process does the training and its MLflow run. They talk over a pipe:
 
     child -> parent   ("run", run_id)          the MLflow run exists (the trial links to it)
                       ("epoch", n, logs)       an epoch ended; the parent answers prune or not
-                      ("done", summary)        history, final metrics, info
+                      ("done", result)         the TrainResult, without the model
                       ("error", "Type: msg")   the training raised
 
 The child dies with its parent: a thread blocks on a lifeline pipe whose other end only the
@@ -19,6 +19,7 @@ no orphan keeps training a trial that the study has already failed and re-queued
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -26,7 +27,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cifar_exp.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,9 @@ def run_trial(
     on_run: Callable[[str], None],
     close_run: Callable[[str, str, str], None],
     **train_kwargs: Any,
-) -> dict[str, Any]:
-    """Train `cfg_tree` (a plain config) with `tracking.train_tracked(**train_kwargs)` in a
-    child process; returns its summary (run_id, history, final, info).
+) -> TrainResult:
+    """Train `cfg_tree` (a plain config) with `runs.train_tracked(**train_kwargs)` in a
+    child process; returns its `TrainResult` (with `model` None: the model stays there).
 
     `on_epoch(epoch, logs)` runs here for every epoch and returns True to prune; `on_run` gets
     the MLflow run id as soon as it exists; `close_run(run_id, status, reason)` ends a run the
@@ -150,32 +154,27 @@ def _child_main(
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    from cifar_exp.quiet import import_tensorflow_quietly, quiet_libraries
+    from cifar_exp import logs
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import_tensorflow_quietly()
-    quiet_libraries()
+    logs.import_tensorflow_quietly()
+    logs.setup(logging.WARNING, rich=False)
     try:
-        import keras
-
-        from cifar_exp import tracking
+        from cifar_exp import runs
         from cifar_exp.config import validate
+        from cifar_exp.train import EpochHook
 
-        class RemotePruning(keras.callbacks.Callback):
-            """Sends each epoch's logs to the sweep process and stops when it says prune."""
+        def ask_the_sweep(epoch: int, epoch_logs: dict[str, float]) -> bool:
+            """Send the epoch's logs to the sweep process; it answers whether to prune."""
+            conn.send(("epoch", epoch, epoch_logs))
+            return bool(conn.recv())
 
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                conn.send(("epoch", epoch + 1, {k: float(v) for k, v in (logs or {}).items()}))
-                if conn.recv():
-                    self.model.stop_training = True
-
-        out = tracking.train_tracked(
+        result = runs.train_tracked(
             validate(cfg_tree),
-            callbacks=[RemotePruning()],
+            callbacks=[EpochHook(ask_the_sweep)],
             on_run=lambda run_id: conn.send(("run", run_id)),
             **kwargs,
         )
-        conn.send(("done", {k: out[k] for k in ("run_id", "history", "final", "info", "test")}))
+        conn.send(("done", dataclasses.replace(result, model=None)))
     except KeyboardInterrupt:
         sys.exit(130)  # the run is already marked KILLED; the sweep reports the interruption
     except Exception as e:

@@ -1,0 +1,91 @@
+"""Tracked work: a training recorded as an MLflow run, and a model's test-set evaluation
+recorded on a run. `train`, `reproduce`, the study's trials, `report`, `evaluate` and the
+registry all go through these two, so every run records the same things in the same way.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+
+from cifar_exp import plots, tracking
+from cifar_exp.config import Config
+from cifar_exp.data import Splits, load_cifar10
+from cifar_exp.train import Evaluation, TrainResult, evaluate, train
+
+
+def train_tracked(
+    cfg: Config,
+    splits: Splits | None = None,
+    *,
+    callbacks: list | tuple = (),
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    evaluate_test: bool = True,
+    verbose: str | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train with `cfg` and, unless `tracking.enabled` is false, record it as an MLflow run.
+
+    Returns the `TrainResult` with its `run_id`; `on_run(run_id)` is called as soon as the run
+    exists (a study links its trial to it).
+    """
+    splits = splits if splits is not None else load_cifar10(cfg.data)
+    if not cfg.tracking.enabled:
+        return train(cfg, splits, callbacks, evaluate_test=evaluate_test, verbose=verbose)
+    experiment_id = tracking.setup(cfg.tracking)
+    tags = {**tracking.run_tags(cfg), **(extra_tags or {})}
+    with tracking.run(run_name, experiment_id, parent_run_id=parent_run_id, tags=tags) as active:
+        run_id = active.info.run_id
+        if on_run is not None:
+            on_run(run_id)
+        tracking.log_config(cfg)
+        mlflow.log_dict(splits.info, "data.json")
+        mlflow.set_tag("data.sha256", splits.info.get("sha256", ""))
+        result = train(
+            cfg,
+            splits,
+            [tracking.MlflowLogger(run_id), *callbacks],
+            evaluate_test=False,
+            verbose=verbose,
+        )
+        result.run_id = run_id
+        mlflow.set_tag("precision", result.precision)
+        if evaluate_test:
+            result.test = evaluate_and_log(result.model, splits, cfg.trainer.batch_size)
+        _log_result(result, cfg)
+    return result
+
+
+def evaluate_and_log(model: Any, splits: Splits, batch_size: int = 256) -> Evaluation:
+    """`model` on the test set of `splits`, recorded on the active MLflow run (test_loss,
+    test_accuracy, test_metrics.json, the confusion-matrix plot)."""
+    result = evaluate(model, splits.x_test, splits.y_test, batch_size)
+    tracking.log_test_metrics(result)
+    result.run_id = mlflow.active_run().info.run_id
+    return result
+
+
+def _log_result(result: TrainResult, cfg: Config) -> None:
+    """Plots, history table, model summary, parameter count, training time and the model."""
+    import pandas as pd
+
+    mlflow.log_text(_summary(result.model), "model_summary.txt")
+    hist = pd.DataFrame(result.history)
+    hist.insert(0, "epoch", range(1, len(hist) + 1))
+    mlflow.log_text(hist.to_csv(index=False), "history.csv")
+    for metric in ("accuracy", "loss"):
+        mlflow.log_figure(plots.curve(result.history, metric), f"plots/{metric}.png")
+    mlflow.log_metrics({"params_count": result.params, "train_time": result.train_time})
+    if cfg.tracking.log_model:
+        tracking.log_model(result.model)
+
+
+def _summary(model: Any) -> str:
+    buf = io.StringIO()
+    model.summary(print_fn=lambda line, line_break=True: buf.write(line + "\n"), line_length=100)
+    return buf.getvalue()

@@ -1,0 +1,60 @@
+"""What a display is told while a study runs. The sweep computes the numbers (reading the
+storage with its retries); a display (`console.RichReporter`) only shows them and never
+queries the study itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import optuna
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a study stands: finished trials against the target, and the best so far."""
+
+    study_name: str
+    finished: int
+    target: int
+    best_value: float | None = None
+    best_number: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended: its state name, value, params, and why it stopped early."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL
+    value: float | None
+    params: dict[str, Any]
+    pruned_at: int | None = None
+    fail_reason: str | None = None
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial) -> TrialOutcome:
+        return cls(
+            number=trial.number,
+            state=trial.state.name,
+            value=trial.value,
+            params=dict(trial.params),
+            pruned_at=trial.user_attrs.get("pruned_at_epoch"),
+            fail_reason=trial.user_attrs.get("fail_reason"),
+        )
+
+
+class Reporter(Protocol):
+    """What the CLI shows while a study runs (all no-ops in `NullReporter`)."""
+
+    def study_started(self, progress: Progress) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def epoch_ended(self, number: int, epoch: int, epochs: int, logs: dict) -> None: ...
+    def trial_ended(self, trial: TrialOutcome, progress: Progress) -> None: ...
+
+
+class NullReporter:
+    def study_started(self, progress: Progress) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def epoch_ended(self, number: int, epoch: int, epochs: int, logs: dict) -> None: ...
+    def trial_ended(self, trial: TrialOutcome, progress: Progress) -> None: ...

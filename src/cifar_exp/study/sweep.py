@@ -1,0 +1,263 @@
+"""A study: open or resume it, run trials until `search.n_trials` have finished, summarize.
+
+`sweep(cfg)` creates or resumes the study `search.study_name` in `search.storage` and records
+one MLflow parent run for it with one nested child run per trial. Several workers (processes,
+machines) running the same command share the study: each loops over "is a trial still
+needed? run one", so together they finish exactly `n_trials`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import optuna
+
+from cifar_exp.config import Config, ConfigError, flatten, mask
+from cifar_exp.data import Splits, load_cifar10
+from cifar_exp.registry import Registration, register_best
+from cifar_exp.study import records
+from cifar_exp.study.objective import objective
+from cifar_exp.study.progress import NullReporter, Progress, Reporter, TrialOutcome
+from cifar_exp.study.space import Param, grid_size, make_pruner, make_sampler, parse_space
+from cifar_exp.study.storage import (
+    StorageUnavailable,
+    make_storage,
+    retrying,
+    storage_url,
+    study_lock,
+)
+from cifar_exp.study.trials import FINISHED, best_trial, counts, n_finished, n_running
+
+log = logging.getLogger(__name__)
+
+EXHAUSTED = "search space exhausted"
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]
+    run_id: str | None  # its MLflow run
+
+
+@dataclass
+class SweepSummary:
+    """How a sweep ended: the study's trials by state, the best trial, why it stopped
+    ("complete", "timeout", "interrupted", ...) and the model it registered, if any."""
+
+    study_name: str
+    storage: str  # credentials masked
+    parent_run_id: str | None
+    counts: dict[str, int]
+    finished: int
+    target: int
+    best: BestTrial | None
+    stopped: str
+    registered: Registration | None = None
+
+    @property
+    def done(self) -> bool:
+        """The study needs no more trials."""
+        return self.finished >= self.target or self.stopped == EXHAUSTED
+
+
+def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
+    """Create the study, or load it to resume; warns when its config has changed since."""
+    tracking_cfg = cfg.tracking
+    study = optuna.create_study(
+        study_name=cfg.search.study_name,
+        storage=make_storage(
+            cfg.search, url, on_stale=lambda t: records.close_trial_run(tracking_cfg, t)
+        ),
+        sampler=make_sampler(cfg.search, space),
+        pruner=make_pruner(cfg.search, cfg.trainer.epochs),
+        direction=str(cfg.search.direction),
+        load_if_exists=True,
+    )
+    if study.trials:
+        study.sampler = make_sampler(cfg.search, space, offset=len(study.trials))
+    if str(cfg.search.direction) != study.direction.name.lower():
+        raise ConfigError(
+            f"search.direction: study {study.study_name!r} was created to "
+            f"{study.direction.name.lower()}; use another search.study_name"
+        )
+    comparable = {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not k.startswith(("search.n_trials", "search.timeout"))
+    }
+    before = study.user_attrs.get("config")
+    if before is None:
+        study.set_user_attr("config", comparable)
+    elif before != comparable:
+        changed = sorted(
+            k for k in set(before) | set(comparable) if before.get(k) != comparable.get(k)
+        )
+        log.warning(
+            "study %r resumes with a changed config (%s); use a new search.study_name "
+            "for a separate study",
+            study.study_name,
+            ", ".join(changed[:6]),
+        )
+    return study
+
+
+class _TrialRunner:
+    """`study.optimize`'s objective for one trial; remembers which trial it ran."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        space: list[Param],
+        splits: Splits | None,
+        parent: str | None,
+        reporter: Reporter,
+    ) -> None:
+        self.cfg, self.space, self.splits, self.parent = cfg, space, splits, parent
+        self.reporter = reporter
+        self.number: int | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.number = trial.number
+        return objective(trial, self.cfg, self.space, self.splits, self.parent, self.reporter)
+
+
+def sweep(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
+    """Run (or resume) the configured study until `search.n_trials` trials have finished."""
+    reporter = reporter or NullReporter()
+    space = parse_space(cfg)  # a bad space fails before any data or study is touched
+    url = storage_url(cfg)
+    # Loaded here even when every trial trains in its own process: bad data fails the sweep
+    # at once rather than every trial in turn, and the trial processes then read the decoded
+    # arrays from the cache. Kept in memory only for trials trained in this process.
+    splits: Splits | None = load_cifar10(cfg.data)
+    if cfg.search.isolate_trials:
+        splits = None
+    with study_lock(url):  # one worker at a time creates the tables, the study, the parent
+        study = open_study(cfg, space, url)
+        parent = records.study_parent_run(cfg, study) if cfg.tracking.enabled else None
+    target = cfg.search.n_trials
+    reporter.study_started(retrying(lambda: _progress(study, target), url))
+    stopped = "complete"
+    try:
+        stopped = _work(cfg, study, _TrialRunner(cfg, space, splits, parent, reporter), url)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        raise
+    finally:
+        _close(study, parent, target, stopped)
+    summary = retrying(lambda: summarize(study, cfg, parent, stopped), url)
+    if summary.best and summary.best.run_id and _registers(cfg):
+        summary.registered = register_best(
+            cfg, summary.best.run_id, summary.best.value, study.study_name
+        )
+    return summary
+
+
+def _work(cfg: Config, study: optuna.Study, runner: _TrialRunner, url: str) -> str:
+    """Run trials until the study needs none; returns why it stopped."""
+    search, target = cfg.search, cfg.search.n_trials
+    deadline = time.monotonic() + search.timeout if search.timeout else None
+    failures = 0
+    while True:
+        # a worker that died is noticed here, between trials, by whichever worker is alive
+        retrying(lambda: optuna.storages.fail_stale_trials(study), url)
+        finished, running = retrying(lambda: (n_finished(study), n_running(study)), url)
+        if finished >= target:
+            return "complete"
+        if finished + running >= target:
+            # the last trials are running elsewhere: wait for them to finish, or for a dead
+            # worker's trial to go stale and come back as a retry to run here
+            time.sleep(min(search.heartbeat_interval, 5))
+            continue
+        if search.sampler.name == "grid" and _grid_exhausted(study, runner.space):
+            return EXHAUSTED
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+        if failures >= search.max_failures:
+            stopped = f"{failures} trials failed in a row"
+            log.error("stopping: %s (see the failure reasons in MLflow)", stopped)
+            return stopped
+        runner.number = None
+        try:
+            retrying(lambda: study.optimize(runner, n_trials=1, catch=(Exception,)), url)
+        except StorageUnavailable:
+            raise
+        except Exception as e:  # Optuna lost the storage while recording the trial
+            log.warning("a trial could not be recorded (%s); it will be retried", e)
+            failures += 1
+            time.sleep(min(search.heartbeat_interval, 5))
+            continue
+        if runner.number is None:
+            continue
+        trial = retrying(lambda: study.trials[runner.number], url)
+        if trial.user_attrs.get("skipped"):
+            continue
+        failures = failures + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        runner.reporter.trial_ended(
+            TrialOutcome.of(trial), retrying(lambda: _progress(study, target), url)
+        )
+        keras.backend.clear_session()
+        gc.collect()
+
+
+def _close(study: optuna.Study, parent: str | None, target: int, stopped: str) -> None:
+    """Fail dead workers' trials and close the parent run, whatever stopped the sweep."""
+    try:  # the storage may be what failed: the study's outcome must still be reported
+        optuna.storages.fail_stale_trials(study)
+        if parent is not None:
+            records.finish_parent_run(
+                parent,
+                study,
+                complete=n_finished(study) >= target,
+                interrupted=stopped == "interrupted",
+            )
+    except Exception as e:
+        log.warning("could not close the study's records (%s); the next sweep will", e)
+
+
+def _grid_exhausted(study: optuna.Study, space: list[Param]) -> bool:
+    """A grid study has finished every point of its grid (retries of a point included)."""
+    seen = {
+        tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=FINISHED)
+    }
+    return len(seen) >= grid_size(space)
+
+
+def _progress(study: optuna.Study, target: int) -> Progress:
+    best = best_trial(study)
+    return Progress(
+        study_name=study.study_name,
+        finished=n_finished(study),
+        target=target,
+        best_value=best.value if best else None,
+        best_number=best.number if best else None,
+    )
+
+
+def _registers(cfg: Config) -> bool:
+    t = cfg.tracking
+    return bool(t.enabled and t.log_model and t.registered_model)
+
+
+def summarize(study: optuna.Study, cfg: Config, parent: str | None, stopped: str) -> SweepSummary:
+    """The study as it stands after this sweep."""
+    best = best_trial(study)
+    return SweepSummary(
+        study_name=study.study_name,
+        storage=mask(storage_url(cfg)),
+        parent_run_id=parent,
+        counts=counts(study),
+        finished=n_finished(study),
+        target=cfg.search.n_trials,
+        best=BestTrial(best.number, best.value, best.params, best.user_attrs.get("mlflow_run_id"))
+        if best
+        else None,
+        stopped=stopped,
+    )
