@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cifar_exp"
 LAYERS = [
     {"logs", "provenance", "plots", "models"},
     {"config"},
-    {"data"},
+    {"data", "stores"},
     {"train"},
     {"tracking"},
     {"runs"},

@@ -42,6 +42,19 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
         ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8'"),
         ("model=nope", "Could not find 'model/nope'"),
         ("experiment=nope", "Could not find 'experiment/nope'"),
+        # values that would only fail deep inside a run
+        ("optimizer.lr=inf", "optimizer.lr: must be a finite number (got inf)"),
+        ("optimizer.momentum=nan", "optimizer.momentum: must be a finite number"),
+        ("search.space.optimizer.lr.high=inf", "search.space.optimizer.lr.high: must be a finite"),
+        ("trainer.seed=-1", "trainer.seed: must be between 0 and 4294967295"),
+        ("trainer.seed=4294967296", "trainer.seed: must be between 0 and 4294967295"),
+        ("data.split_seed=-5", "data.split_seed: must be between 0 and 4294967295"),
+        ("data.path=" + "x" * 5000, "data.path: path too long (5000 characters)"),
+        ("data.path=/dev/zero", "data.path: /dev/zero is not a regular file or a folder"),
+        ("tracking.dir=/dev/null", "tracking.dir: /dev/null exists and is not a folder"),
+        # names that become paths
+        ("search.study_name=../../../../tmp/x", "search.study_name: must be 1-100 letters"),
+        ("search.study_name=a/b", "search.study_name: must be 1-100 letters"),
     ],
 )
 def test_bad_config_is_one_clear_error(override, message):
@@ -51,8 +64,26 @@ def test_bad_config_is_one_clear_error(override, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_fifo_as_data_path_is_refused_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file or a folder"):
+        compose([f"data.path={fifo}"])  # reading it would block forever
+
+
 @pytest.mark.parametrize(
-    "override", ["optimizer.lr=-1", "data.nope=1", "trainer.epochs=ten", "data.path=/no/such/file"]
+    "override",
+    [
+        "optimizer.lr=-1",
+        "data.nope=1",
+        "trainer.epochs=ten",
+        "data.path=/no/such/file",
+        "optimizer.lr=inf",
+        "trainer.seed=-1",
+        "search.study_name=../../../../tmp/x",
+    ],
 )
 def test_cli_bad_override_exits_2_with_one_line(override):
     proc = subprocess.run(

@@ -94,3 +94,29 @@ def test_mlflow_ui_shows_the_study_in_a_browser(study_cfg):
         proc.wait(timeout=30)
     assert (ARTIFACTS / "mlflow_run.png").stat().st_size > 10_000
     assert out.parent_run_id
+
+
+def _ui(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "ui", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ui_where_it_cannot_listen_is_one_line_and_fails(tmp_path):
+    """An impossible port, and a port another server holds: one error line, exit 2 (the MLflow
+    server would otherwise fail in its own process while `ui` exited 0)."""
+    out = _ui("--port", "70000", f"tracking.dir={tmp_path}/mlruns", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    assert out.stderr.strip() == "error: ui --port 70000: a port is between 1 and 65535"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _ui("--port", str(port), f"tracking.dir={tmp_path}/mlruns", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: ui: cannot listen on 127.0.0.1:{port}")

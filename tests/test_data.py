@@ -214,3 +214,68 @@ def test_official_download_goes_through_keras_cache(monkeypatch, tmp_path, cifar
 def test_unpickler_only_allows_numpy_arrays():
     with pytest.raises(pickle.UnpicklingError):
         data._BatchUnpickler(io.BytesIO(pickle.dumps(_Evil())), encoding="bytes").load()
+
+
+# --------------------------------------------------------------------------- bounded memory
+
+
+def _bomb_tar(path, member_size, gzip=True):
+    """A tar whose batch member declares `member_size` bytes of zeros (tiny when gzipped)."""
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n):
+            self.left = n
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = member_size
+    with tarfile.open(path, "w:gz" if gzip else "w", compresslevel=1) as tar:
+        tar.addfile(info, io.BufferedReader(Zeros(member_size), 1 << 20))
+    return path
+
+
+def test_a_member_that_expands_far_beyond_a_batch_is_refused_before_reading(tmp_path):
+    """A gzip of a few hundred KB whose batch member expands to 300 MiB: refused from its
+    header, and nothing near its size is ever allocated."""
+    import tracemalloc
+
+    bomb = _bomb_tar(tmp_path / "bomb.tar.gz", 300 * 2**20)
+    assert bomb.stat().st_size < 2 * 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"data_batch_1: 300 MiB is not a CIFAR-10 batch"):
+            read_source(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def test_a_member_whose_header_declares_gigabytes_is_refused(tmp_path):
+    """A 3 GiB member declared in a header with nothing behind it (as a sparse member is):
+    refused from the header, at once."""
+    info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+    info.size = 3 * 2**30
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + bytes(1024))
+    with pytest.raises(DataError, match=r"test_batch: 3,072 MiB is not a CIFAR-10 batch"):
+        read_source(path)
+
+
+def test_an_oversized_batch_file_in_a_folder_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in (*data.TRAIN_BATCHES, data.TEST_BATCH):
+        (folder / name).write_bytes(b"")
+    with open(folder / "data_batch_4", "wb") as fh:
+        fh.truncate(100 * 2**20)  # sparse on disk: declares 100 MiB
+    with pytest.raises(DataError, match=r"data_batch_4: 100 MiB is not a CIFAR-10 batch"):
+        read_source(tmp_path)

@@ -100,3 +100,23 @@ def test_gui_command_without_display_is_one_clear_line(monkeypatch):
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: gui: no display")
     assert Image  # PIL is what the window shows images with
+
+
+@pytest.mark.slow
+def test_gui_command_with_a_display_that_does_not_open_is_one_clear_line():
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tkinter", reason="this Python was built without Tk")
+    env = {**os.environ, "DISPLAY": ":987"}  # nothing serves it
+    proc = subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "gui"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: gui: cannot open a display") and "xvfb-run" in lines[0]

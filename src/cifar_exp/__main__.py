@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cifar_exp.config import Config
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
 
 EPILOG_MAIN = """\
 examples:
@@ -62,12 +63,14 @@ def cmd_sweep(cfg: Config, console: Console, args: argparse.Namespace) -> int:
     try:
         with RichReporter(console, cfg.search.metric) as reporter:
             out = sweep(cfg, reporter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from cifar_exp import interrupts
+
         console.print(
-            "[yellow]interrupted:[/] finished trials are saved; run the same command "
-            "again to resume the study"
+            f"[yellow]{interrupts.reason(e).split()[0]}:[/] finished trials are saved; run the "
+            "same command again to resume the study"
         )
-        return 130
+        return interrupts.exit_code(e)
     show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
     return 0 if out.done else 1
 
@@ -110,19 +113,26 @@ def cmd_predict(cfg: Config, console: Console, args: argparse.Namespace) -> int:
 def cmd_gui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise CommandError(
-            "gui: no display (DISPLAY is not set); run it on a desktop or under Xvfb"
+            "gui: no display (DISPLAY is not set); run it on a desktop, or on a server under "
+            "xvfb-run (xvfb-run python -m cifar_exp gui)"
         )
-    from cifar_exp.gui import run
+    from cifar_exp.gui import NoDisplay, run
     from cifar_exp.predict import Classifier
 
-    run(lambda: Classifier.load(args.model, cfg))
+    try:
+        run(lambda: Classifier.load(args.model, cfg))
+    except NoDisplay as e:
+        raise CommandError(str(e)) from None
     return 0
 
 
 def cmd_ui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.dashboard import serve
+    from cifar_exp.dashboard import PortUnavailable, serve
 
-    return serve(cfg, console, host=args.host, port=args.port)
+    try:
+        return serve(cfg, console, host=args.host, port=args.port)
+    except PortUnavailable as e:
+        raise CommandError(str(e)) from None
 
 
 class CommandError(ValueError):
@@ -321,28 +331,53 @@ def main(argv: list[str] | None = None) -> int:
     if args.cfg:
         console.print(to_yaml(cfg), highlight=False, soft_wrap=True, end="")
         return 0
-    from cifar_exp import logs
+    from cifar_exp import interrupts, logs
 
+    interrupts.terminate_as_interrupt()
     logs.setup(logging.WARNING if args.quiet else logging.INFO)
     logs.import_tensorflow_quietly()
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     from cifar_exp.config import mask
     from cifar_exp.data import DataError
     from cifar_exp.registry import ModelNotFound
+    from cifar_exp.stores import StoreError
     from cifar_exp.study.storage import StorageUnavailable
+    from cifar_exp.tracking import TrackingUnavailable
+    from cifar_exp.train import TrainingDiverged
 
+    expected = (ConfigError, DataError, ModelNotFound, CommandError, StorageUnavailable)
     try:
         return COMMANDS[args.command].run(cfg, console, args)
-    except (ConfigError, DataError, ModelNotFound, CommandError, StorageUnavailable) as e:
+    except (*expected, StoreError, TrackingUnavailable) as e:
         _error(errors, e)
-        return EXIT_BAD_INPUT
+    except TrainingDiverged as e:  # the run is recorded FAILED with the same reason
+        _error(errors, CommandError(f"training diverged: {e} (try a lower optimizer.lr)"))
     except MlflowException as e:  # tracking server down or refusing: one line, no traceback
-        _error(errors, CommandError(f"MLflow: {mask(str(e).strip().splitlines()[0])}"))
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/]")
-        return 130
+        _error(errors, CommandError(f"MLflow: {mask(_first_line(e))}"))
+    except SQLAlchemyError as e:  # a store that broke while in use (read-only, locked, ...)
+        _error(errors, CommandError(f"database: {mask(_first_line(getattr(e, 'orig', e)))}"))
+    except KeyboardInterrupt as e:
+        errors.print(f"[yellow]{interrupts.reason(e)}[/]")
+        return interrupts.exit_code(e)
+    except Exception as e:  # a failure nobody foresaw: one line; the traceback on request
+        if os.environ.get("CIFAR_EXP_TRACEBACK"):
+            raise
+        _error(
+            errors,
+            CommandError(
+                f"{type(e).__name__}: {mask(_first_line(e))} (unexpected; "
+                "CIFAR_EXP_TRACEBACK=1 shows where)"
+            ),
+        )
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ rule from its key. The models' own schemas live with the models (`cifar_exp.mode
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -287,10 +289,54 @@ def _schema_for(raw: DictConfig, group: str, schemas: dict[str, type]) -> type:
     return schemas[name]
 
 
+SEEDS = ("trainer.seed", "data.split_seed", "search.sampler.seed")
+MAX_SEED = 2**32 - 1
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _check_path(key: str, value: str | None, *, source: bool = False) -> None:
+    """A path the config names: one the file system can take (length, no NUL byte), and for a
+    data source a regular file or a folder that exists (a FIFO or a device would block or
+    stream forever); for an output folder, a folder if it exists."""
+    if value is None:
+        return
+    if "\0" in value:
+        raise ConfigError(f"{key}: contains a NUL byte")
+    path = Path(value).expanduser()
+    too_long = len(os.fsencode(path)) > 4095 or any(len(os.fsencode(p)) > 255 for p in path.parts)
+    if too_long:
+        raise ConfigError(f"{key}: path too long ({len(value)} characters)")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if source:
+            raise ConfigError(f"{key}: no such file or folder: {value}") from None
+        return
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot use {value} ({e.strerror})") from None
+    if source and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"{key}: {value} is not a regular file or a folder")
+    if not source and not stat.S_ISDIR(mode):
+        raise ConfigError(f"{key}: {value} exists and is not a folder")
+
+
+def _check_finite(tree: Any, prefix: str = "") -> None:
+    """Every number in the config is finite: `inf` or `nan` would only fail deep inside."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list):
+            _check_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number (got {value})")
+
+
 def _check_values(cfg: DictConfig) -> None:
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
             raise ConfigError(f"{key}: must be {rule} (got {OmegaConf.select(cfg, key)!r})")
+
+    _check_finite(to_dict(cfg))
 
     d, t, o, s = cfg.data, cfg.trainer, cfg.optimizer, cfg.search
     need(o.lr > 0, "optimizer.lr", "> 0")
@@ -322,8 +368,20 @@ def _check_values(cfg: DictConfig) -> None:
     need(d.limit_train is None or d.limit_train >= 10, "data.limit_train", ">= 10 or null")
     need(d.limit_test is None or d.limit_test >= 10, "data.limit_test", ">= 10 or null")
     need(d.shuffle_buffer is None or d.shuffle_buffer >= 1, "data.shuffle_buffer", ">= 1 or null")
-    if d.path is not None and not Path(d.path).expanduser().exists():
-        raise ConfigError(f"data.path: no such file or folder: {d.path}")
+    for key in SEEDS:
+        seed = OmegaConf.select(cfg, key)
+        need(
+            seed is None or 0 <= seed <= MAX_SEED, key, f"between 0 and {MAX_SEED} (numpy's range)"
+        )
+    _check_path("data.path", d.path, source=True)
+    _check_path("data.cache_dir", d.cache_dir)
+    _check_path("tracking.dir", cfg.tracking.dir)
+    need(
+        bool(STUDY_NAME.fullmatch(s.study_name)),
+        "search.study_name",
+        "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+        "(it names folders)",
+    )
     for key in ("conv_dropout", "dense_dropout"):
         if key in cfg.model:
             need(0 <= cfg.model[key] < 1, f"model.{key}", "in [0, 1)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,36 @@ def ui_command(cfg: Config, host: str, port: int) -> list[str]:
     return [*cmd, "--default-artifact-root", artifacts, "--no-serve-artifacts"]
 
 
+class PortUnavailable(RuntimeError):
+    """The UI cannot listen where it was asked to; the message says why."""
+
+
+def check_port(host: str, port: int) -> None:
+    """The server could listen on host:port: a port in range, an address of this machine,
+    nothing else listening there. Checked before the server starts, which would otherwise
+    fail in its own process while this one reported success."""
+    if not 1 <= port <= 65535:
+        raise PortUnavailable(f"ui --port {port}: a port is between 1 and 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise PortUnavailable(f"ui --host {host}: not an address of this machine ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # as servers do: a port left in TIME_WAIT is free, one with a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise PortUnavailable(
+                f"ui: cannot listen on {host}:{port} ({e.strerror}); another server may be "
+                "there: pick one with --port"
+            ) from None
+
+
 def serve(cfg: Config, console: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run the MLflow UI until Ctrl-C; returns its exit code."""
+    check_port(host, port)
     if cfg.tracking.uri and not str(cfg.tracking.uri).startswith("sqlite"):
         console.print(
             f"runs go to the tracking server {mask(str(cfg.tracking.uri))}: open it "

@@ -42,6 +42,10 @@ FOLDER = "cifar-10-batches-py"
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CACHE_VERSION = 1
+# A CIFAR-10 batch pickle is about 30 MiB (10,000 images of 3,072 bytes, labels, file names):
+# a member or file declaring more is not one, and is refused before a byte of it is read.
+MAX_BATCH_BYTES = 40 * 2**20
+MAX_ARCHIVE_MEMBERS = 1000  # the official archive has 8
 
 
 class DataError(ValueError):
@@ -125,23 +129,50 @@ def _decode(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- reading a source
 
 
+def _check_size(size: int, where: str) -> None:
+    if size > MAX_BATCH_BYTES:
+        raise DataError(
+            f"{where}: {size / 2**20:,.0f} MiB is not a CIFAR-10 batch (about 30 MiB); refused"
+        )
+
+
+def _read_capped(fh: Any, where: str) -> bytes:
+    """At most MAX_BATCH_BYTES from `fh`: what a header declares is checked before reading,
+    and this bounds what is read even where the declaration lies."""
+    raw = fh.read(MAX_BATCH_BYTES + 1)
+    _check_size(len(raw), where)
+    return raw
+
+
 def _read_members(source: Path) -> dict[str, bytes]:
-    """Raw bytes of the six batch files from a tarball or an (extracted) folder."""
+    """Raw bytes of the six batch files from a tarball or an (extracted) folder; memory stays
+    bounded whatever the source declares or expands to."""
     wanted = (*TRAIN_BATCHES, TEST_BATCH)
     if source.is_dir():
         folder = source / FOLDER if (source / FOLDER).is_dir() else source
         missing = [n for n in wanted if not (folder / n).is_file()]
         if missing:
             raise DataError(f"{folder}: missing CIFAR-10 batch files {missing}")
-        return {n: (folder / n).read_bytes() for n in wanted}
+        out = {}
+        for n in wanted:
+            _check_size((folder / n).stat().st_size, str(folder / n))
+            with (folder / n).open("rb") as fh:
+                out[n] = _read_capped(fh, str(folder / n))
+        return out
     try:
         with tarfile.open(source, "r:*") as tar:
             found: dict[str, bytes] = {}
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise DataError(
+                        f"{source}: more than {MAX_ARCHIVE_MEMBERS} entries; not a CIFAR-10 archive"
+                    )
                 base = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and base in wanted:
+                    where = f"{source}:{member.name}"
+                    _check_size(member.size, where)  # sparse members declare their full size
                     fh = tar.extractfile(member)
-                    found[base] = fh.read() if fh else b""
+                    found[base] = _read_capped(fh, where) if fh else b""
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{source}: truncated or corrupt archive ({e})") from None
     missing = [n for n in wanted if n not in found]

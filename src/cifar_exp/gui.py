@@ -140,8 +140,18 @@ class App:
         self.classify_button.configure(state="normal" if ready else "disabled")
 
 
+class NoDisplay(RuntimeError):
+    """No display to open the window on; the message says what to do."""
+
+
 def run(load_model: Callable[[], Classifier]) -> None:
     """Open the window and run until it is closed."""
-    root = tk.Tk()
+    try:
+        root = tk.Tk()
+    except tk.TclError as e:  # DISPLAY unset, wrong, or the X server refuses
+        raise NoDisplay(
+            f"gui: cannot open a display ({e}); run it on a desktop, or on a server under "
+            "xvfb-run (xvfb-run python -m cifar_exp gui)"
+        ) from None
     App(root, load_model)
     root.mainloop()

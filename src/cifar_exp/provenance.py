@@ -26,10 +26,17 @@ PACKAGES = (
 
 
 def _git(*args: str) -> str | None:
+    """A read-only git command in the checkout. `--no-optional-locks`: `git status` would
+    otherwise refresh the index under `.git/index.lock`, and a user's own git command running
+    at that moment would fail on the lock."""
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ["git", "--no-optional-locks", "-C", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -99,23 +99,23 @@ def model_uri(reference: str | None, cfg: Config) -> str:
     raise ModelNotFound(f"{reference}: not a run id, a models:/ or runs:/ URI, or a .keras file")
 
 
+# A .keras file is a zip: its JSON (config, metadata) is kilobytes, its weights megabytes.
+# The sizes its directory declares are checked before Keras opens it, so a small file that
+# expands to gigabytes is refused rather than read (Python's zipfile reads no more than the
+# declared size of a member).
+MAX_JSON_BYTES = 16 * 2**20
+MAX_MODEL_BYTES = 2 * 2**30
+
+
 def load_model(reference: str | None, cfg: Config) -> tuple[Any, str]:
-    """The Keras model a reference names, loaded in safe mode; also the URI it came from."""
-    import keras
-
-    # the tool's own layers, registered for loading in safe mode
-    import cifar_exp.models.layers
-    import cifar_exp.models.tta  # noqa: F401
-
+    """The Keras model a reference names, loaded in safe mode and checked to be a CIFAR-10
+    classifier (32x32x3 in, 10 classes out); also the URI it came from."""
     uri = model_uri(reference, cfg)
     if uri.endswith(".keras") and not uri.startswith(("models:/", "runs:/")):
         path = Path(uri).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"{uri}: no such model file")
-        try:
-            return keras.saving.load_model(path, safe_mode=True), str(path.resolve())
-        except Exception as e:
-            raise ModelNotFound(f"{uri}: not a loadable Keras model ({e})") from None
+        return _load_keras_file(path, uri), str(path.resolve())
     setup(cfg.tracking)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
@@ -125,7 +125,56 @@ def load_model(reference: str | None, cfg: Config) -> tuple[Any, str]:
     files = sorted(local.rglob("*.keras"))
     if not files:
         raise ModelNotFound(f"{uri}: holds no Keras model")
-    return keras.saving.load_model(files[0], safe_mode=True), uri
+    return _load_keras_file(files[0], uri), uri
+
+
+def _load_keras_file(path: Path, uri: str) -> Any:
+    import keras
+
+    # the tool's own layers, registered for loading in safe mode
+    import cifar_exp.models.layers
+    import cifar_exp.models.tta  # noqa: F401
+
+    _check_archive(path, uri)
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFound(f"{uri}: not a loadable Keras model ({reason})") from None
+    _check_signature(model, uri)
+    return model
+
+
+def _check_archive(path: Path, uri: str) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ModelNotFound(f"{uri}: not a loadable Keras model ({e})") from None
+    for entry in entries:
+        if entry.filename.endswith(".json") and entry.file_size > MAX_JSON_BYTES:
+            raise ModelNotFound(
+                f"{uri}: its {entry.filename} expands to {entry.file_size / 2**20:,.0f} MiB "
+                "(a model's config is kilobytes); refused"
+            )
+    total = sum(e.file_size for e in entries)
+    if total > MAX_MODEL_BYTES:
+        raise ModelNotFound(f"{uri}: expands to {total / 2**30:,.1f} GiB; refused")
+
+
+def _check_signature(model: Any, uri: str) -> None:
+    """32x32 RGB images in, one probability per CIFAR-10 class out."""
+    try:
+        inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
+    except (AttributeError, TypeError, ValueError):
+        raise ModelNotFound(f"{uri}: not a single-input, single-output Keras model") from None
+    if inputs[1:] != (32, 32, 3) or outputs[1:] != (10,):
+        raise ModelNotFound(
+            f"{uri}: takes {inputs[1:]} and gives {outputs[1:]}; a CIFAR-10 classifier "
+            "takes (32, 32, 3) images and gives 10 class probabilities"
+        )
 
 
 def evaluate_model(reference: str | None, cfg: Config) -> Evaluation:

@@ -149,6 +149,8 @@ def report(cfg: Config, out_dir: str | Path = "reports") -> ReportResult:
     """Write the study's report (gather -> evaluate -> render) and log it to the parent run."""
     record = gather(cfg)
     out = Path(out_dir) / record.study.study_name
+    if not out.resolve().is_relative_to(Path(out_dir).resolve()):  # names are validated too
+        raise ConfigError(f"search.study_name: {record.study.study_name!r} leaves {out_dir}")
     out.mkdir(parents=True, exist_ok=True)
     test = evaluate_best(cfg, record.best)
     figures = make_figures(record, out, test)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +26,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from cifar_exp import plots, provenance
-from cifar_exp.config import Config, TrackingConfig, flatten, to_dict, to_yaml, validate
+from cifar_exp import interrupts, plots, provenance
+from cifar_exp.config import Config, TrackingConfig, flatten, mask, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
+from cifar_exp.stores import StoreError, check_url
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -39,9 +42,63 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return f"sqlite:///{(Path(cfg.dir) / 'mlflow.db').resolve()}"
 
 
+# MLflow retries an unreachable server 7 times with backoff factor 2 (minutes of silence);
+# a user waits this long at most, and is told what for.
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+PROBE_DELAYS = (1, 2, 4)  # seconds between tries of a tracking server that does not answer
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store or server cannot be used; the message is one line naming it."""
+
+
+def check_store(cfg: TrackingConfig) -> str:
+    """The tracking URI, checked before MLflow opens it: a SQLite store must be a database
+    (never migrated or "repaired" if it is not), a server must answer within seconds."""
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_RETRIES.items():
+            os.environ.setdefault(key, value)
+        _probe(uri)
+        return uri
+    try:
+        return check_url(uri, "MLflow store") if uri.startswith("sqlite") else uri
+    except StoreError as e:
+        raise TrackingUnavailable(str(e)) from None
+
+
+def _probe(uri: str) -> None:
+    """Wait (a bounded, announced wait) for the tracking server to answer its health check."""
+    import requests
+
+    reason = ""
+    for delay in (*PROBE_DELAYS, None):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+            return
+        except requests.RequestException as e:
+            errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))
+            reason = errno.group(1).strip() if errno else type(e).__name__
+        if delay is not None:
+            log.warning(
+                "waiting for the MLflow server at %s (%s); retrying in %d s",
+                mask(uri),
+                reason,
+                delay,
+            )
+            time.sleep(delay)
+    raise TrackingUnavailable(
+        f"MLflow server {mask(uri)} unreachable after {len(PROBE_DELAYS) + 1} tries ({reason})"
+    )
+
+
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
-    uri = tracking_uri(cfg)
+    uri = check_store(cfg)
     artifacts = None
     if not cfg.uri:
         root = Path(cfg.dir).resolve()
@@ -79,7 +136,8 @@ def run(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:
-    """An MLflow run that ends FAILED (with the reason) on an error and KILLED on Ctrl-C."""
+    """An MLflow run that ends FAILED (with the reason) on an error, KILLED on Ctrl-C or
+    SIGTERM."""
     active = mlflow.start_run(
         run_name=name,
         experiment_id=experiment_id,
@@ -89,8 +147,8 @@ def run(
     )
     try:
         yield active
-    except KeyboardInterrupt:
-        mlflow.set_tag("failure_reason", "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as e:
+        mlflow.set_tag("failure_reason", interrupts.reason(e))
         mlflow.end_run("KILLED")
         raise
     except BaseException as e:

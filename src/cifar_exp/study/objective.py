@@ -4,13 +4,14 @@ by one `EpochJudge` whichever way the training runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
 
 import optuna
 
-from cifar_exp import runs, tracking
+from cifar_exp import interrupts, runs, tracking
 from cifar_exp.config import Config, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.study import trial_process
@@ -80,6 +81,10 @@ def objective(
             parent_run_id,
             searches_data=any(k.startswith("data.") for k in params),
         )
+    except KeyboardInterrupt as e:  # Optuna fails the trial and stops; keep the reason too
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("fail_reason", interrupts.reason(e))
+        raise
     except Exception as e:  # Optuna fails the trial; keep the reason with it
         reason = str(e) if isinstance(e, trial_process.TrialError) else f"{type(e).__name__}: {e}"
         trial.set_user_attr("fail_reason", reason[:2000])

@@ -17,17 +17,24 @@ from typing import Any
 import optuna
 
 from cifar_exp.config import Config, SearchConfig, mask
+from cifar_exp.stores import StoreError, check_url
 
 log = logging.getLogger(__name__)
 
 
 def storage_url(cfg: Config) -> str:
-    """`search.storage`, else an embedded SQLite file beside the MLflow store."""
+    """`search.storage`, else an embedded SQLite file beside the MLflow store; checked before
+    anything opens it (see `stores.check_url`: the form, the driver, a SQLite file's header)."""
     if cfg.search.storage:
-        return str(cfg.search.storage)
-    root = Path(cfg.tracking.dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'optuna.db'}"
+        url = str(cfg.search.storage)
+    else:
+        root = Path(cfg.tracking.dir).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{root / 'optuna.db'}"
+    try:
+        return check_url(url, "study storage")
+    except StoreError as e:
+        raise StorageUnavailable(str(e)) from None
 
 
 def make_storage(

@@ -29,6 +29,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cifar_exp import interrupts
+from cifar_exp.interrupts import Terminated
+
 if TYPE_CHECKING:
     from cifar_exp.train import TrainResult
 
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # modules a fresh trial process needs; a forkserver imports them once for all trials
 PRELOAD = ["cifar_exp._preload"]
-STOP_GRACE_S = 20.0  # a child interrupted with Ctrl-C gets this long to close its run
+STOP_GRACE_S = 20.0  # a child interrupted (Ctrl-C, SIGTERM) gets this long to close its run
 
 
 class TrialError(RuntimeError):
@@ -105,30 +108,31 @@ def run_trial(
             elif kind == "error":
                 finished = True
                 raise TrialError(msg[1])
-    except KeyboardInterrupt:
-        _stop(proc, interrupt=True)
+    except KeyboardInterrupt as e:
+        _stop(proc, interrupt=signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         if run_id:
-            close_run(run_id, "KILLED", "interrupted (Ctrl-C)")
+            close_run(run_id, "KILLED", interrupts.reason(e))
         raise
     except BaseException as e:
-        _stop(proc, interrupt=False)
+        _stop(proc)
         if run_id and not finished:
             close_run(run_id, "FAILED", str(e)[:5000])
         raise
     finally:
         proc.join(STOP_GRACE_S)
-        _stop(proc, interrupt=False)
+        _stop(proc)
         conn.close()
         lifeline_w.close()
 
 
-def _stop(proc: Any, *, interrupt: bool) -> None:
-    """Let an interrupted child close its run, then make sure it is gone."""
+def _stop(proc: Any, interrupt: int | None = None) -> None:
+    """Pass an interruption (SIGINT or SIGTERM) on to the child, let it close its run, then
+    make sure it is gone."""
     if not proc.is_alive():
         return
-    if interrupt:
-        try:  # Ctrl-C in a terminal already reached it; a SIGINT sent to the sweep alone not
-            os.kill(proc.pid, signal.SIGINT)
+    if interrupt is not None:
+        try:  # Ctrl-C in a terminal already reached it; a signal sent to the sweep alone not
+            os.kill(proc.pid, interrupt)
         except ProcessLookupError:
             return
         proc.join(STOP_GRACE_S)
@@ -150,6 +154,9 @@ def _child_main(
     conn: Any, lifeline: Any, cfg_tree: dict[str, Any], kwargs: dict, cwd: str, env: dict
 ) -> None:
     threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True).start()
+    from cifar_exp.interrupts import terminate_as_interrupt
+
+    terminate_as_interrupt()  # SIGTERM from the sweep: close the run KILLED, as on Ctrl-C
     # a forkserver child starts with the server's cwd and environment, not the sweep's today
     os.chdir(cwd)
     os.environ.clear()

@@ -1,0 +1,217 @@
+"""Bad stores, bad servers and signals, as a careless or hostile user would meet them: one
+`error:` line and the right exit code, no traceback, no hang, and nothing modified that was
+not the tool's to modify."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+
+from cifar_exp.config import compose
+from cifar_exp.stores import StoreError, check_sqlite_file, check_url
+from cifar_exp.study.storage import storage_url
+from cifar_exp.tracking import tracking_uri
+
+from .conftest import REPO
+
+
+def _cli(*args, cwd=REPO, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_exp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "CIFAR_EXP_RETRY_DELAYS": "0.1", **(env or {})},
+    )
+
+
+def _one_error_line(proc, starts: str, code: int = 2) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == code, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(f"error: {starts}"), errors[0]
+    return errors[0]
+
+
+# --------------------------------------------------------------------------- database URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "not a database URL"),
+        ("nosuchdb://host/db", "unknown database kind 'nosuchdb'"),
+        ("postgresql+pg8000://u:secret@host/db", "needs the Python package 'pg8000'"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_refused(url, message):
+    with pytest.raises(StoreError, match=message) as err:
+        check_url(url, "study storage")
+    assert "secret" not in str(err.value)
+
+
+def test_postgresql_without_a_driver_picks_the_installed_one():
+    """SQLAlchemy 2.1's default for postgresql:// is psycopg (3); the postgres extra installs
+    psycopg2: the URL gets the driver that is there."""
+    import importlib.util
+
+    url = check_url("postgresql://u:pw@host/db", "study storage")
+    if importlib.util.find_spec("psycopg") is None:
+        assert url == "postgresql+psycopg2://u:pw@host/db"
+    else:
+        assert url == "postgresql://u:pw@host/db"
+
+
+def test_a_file_that_is_not_a_sqlite_database_is_refused_and_left_alone(tmp_path):
+    junk = tmp_path / "optuna.db"
+    junk.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(StoreError, match="not a SQLite database; refused and left as it is"):
+        check_sqlite_file(junk, "study storage")
+    check_sqlite_file(tmp_path / "new.db", "study storage")  # not there yet: fine
+    (tmp_path / "empty.db").write_bytes(b"")
+    check_sqlite_file(tmp_path / "empty.db", "study storage")  # an empty file is a new database
+
+
+def test_corrupt_stores_are_one_line_from_every_command_and_stay_untouched(overrides, workdir):
+    """A corrupt optuna.db (sweep and report) and a corrupt mlflow.db (train): one line, exit 2,
+    and the files are byte for byte what they were."""
+    cfg = compose(overrides)
+    optuna_db = storage_url(cfg).removeprefix("sqlite:///")
+    mlflow_db = tracking_uri(cfg.tracking).removeprefix("sqlite:///")
+    junk = os.urandom(4096)
+    for path in (optuna_db, mlflow_db):
+        with open(path, "wb") as fh:
+            fh.write(b"junk" + junk)
+    fast = ["trainer.epochs=1", "search.n_trials=1"]
+    line = _one_error_line(_cli("sweep", *overrides, *fast, cwd=workdir), "study storage")
+    assert "optuna.db: not a SQLite database" in line
+    _one_error_line(_cli("report", "tiny", *overrides, cwd=workdir), "study storage")
+    line = _one_error_line(_cli("train", *overrides, *fast, cwd=workdir), "MLflow store")
+    assert "mlflow.db: not a SQLite database" in line
+    for path in (optuna_db, mlflow_db):
+        with open(path, "rb") as fh:
+            assert fh.read() == b"junk" + junk
+
+
+def test_a_garbage_storage_url_is_one_line(overrides, workdir):
+    proc = _cli("sweep", *overrides, "search.storage=::garbage::", cwd=workdir)
+    assert "not a database URL" in _one_error_line(proc, "study storage")
+
+
+# --------------------------------------------------------------------------- hangs
+
+
+def test_an_unreachable_tracking_server_is_an_announced_bounded_wait(overrides, workdir):
+    start = time.monotonic()
+    proc = _cli("train", *overrides, "tracking.uri=http://127.0.0.1:1", cwd=workdir, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "waiting for the MLflow server at http://127.0.0.1:1" in proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: MLflow server http://127.0.0.1:1 unreachable after 4 tries (Connection refused)"
+    ]
+    assert elapsed < 90, f"{elapsed:.0f} s"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_train_that_diverges_is_one_line_and_a_failed_run(overrides, workdir):
+    proc = _cli(
+        "train",
+        *overrides,
+        "trainer.epochs=1",
+        "optimizer.lr=1e6",
+        "optimizer.momentum=0",
+        "model.max_norm=null",
+        "tracking.log_model=false",
+        cwd=workdir,
+    )
+    assert "loss became" in _one_error_line(proc, "training diverged")
+    cfg = compose(overrides)
+    client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith("TrainingDiverged: loss became")
+
+
+# --------------------------------------------------------------------------- signals
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(overrides, workdir):
+    """What Slurm, Kubernetes and systemd send: the trial process stops, the trial is failed
+    with its reason, its run closed KILLED, the study resumable, exit 143."""
+    from .test_search import _descendants, _wait_for_running_trial, _wait_gone
+
+    args = [*overrides, "search.n_trials=3", "trainer.epochs=6", "tracking.log_model=false"]
+    cfg = compose(args)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar_exp", "sweep", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _, running = _wait_for_running_trial(cfg)
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output and "run the same command again" in output
+    _wait_gone(children)
+    study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
+    trial = study.trials[running]
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"] == "terminated (SIGTERM)"
+    client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == "terminated (SIGTERM)"
+    experiment = client.get_experiment_by_name("cifar10").experiment_id
+    assert not [r for r in client.search_runs([experiment]) if r.info.status == "RUNNING"]
+
+
+def test_a_store_that_breaks_while_in_use_is_one_line(monkeypatch, capsys, overrides):
+    """E.g. a read-only mlruns/: SQLAlchemy raises from deep inside MLflow or Optuna."""
+    from sqlalchemy.exc import OperationalError
+
+    from cifar_exp import __main__ as cli
+
+    def broken(*args):
+        raise OperationalError("INSERT ...", {}, Exception("attempt to write a readonly database"))
+
+    monkeypatch.setattr(cli.COMMANDS["train"], "run", broken)
+    assert cli.main(["train", *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: database: attempt to write a readonly database"]
+
+
+def test_git_state_is_read_without_taking_locks(monkeypatch):
+    """`git status` refreshes the index under .git/index.lock unless told not to, and a user's
+    own git command at that moment would fail on the lock."""
+    from cifar_exp import provenance
+
+    seen = []
+
+    def record(cmd, **kwargs):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="abc\n", stderr="")
+
+    monkeypatch.setattr(provenance.subprocess, "run", record)
+    provenance.git_info.cache_clear()
+    try:
+        provenance.git_info()
+    finally:
+        provenance.git_info.cache_clear()
+    assert seen and all(cmd[:2] == ["git", "--no-optional-locks"] for cmd in seen)
