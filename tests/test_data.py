@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cifar_exp import data
+from cifar_exp import cifar_files, data
 from cifar_exp.data import DataError, load_cifar10, read_source, stratified_indices
 
 from .conftest import synthetic_batch, write_cifar
@@ -42,7 +42,7 @@ def test_tarball_and_folder_give_the_same_arrays(cifar_tarball):
 def test_pixels_follow_the_official_layout(tmp_path):
     # row = 1024 red, 1024 green, 1024 blue values, row-major
     batch = synthetic_batch(10, np.random.default_rng(1))
-    x, _ = data._decode(batch, "test")
+    x, _ = cifar_files._decode(batch, "test")
     row = batch[b"data"][3]
     assert x[3, 0, 0, 0] == row[0] and x[3, 0, 0, 1] == row[1024] and x[3, 0, 0, 2] == row[2048]
     assert x[3, 0, 1, 0] == row[1] and x[3, 1, 0, 0] == row[32]
@@ -213,7 +213,7 @@ def test_official_download_goes_through_keras_cache(monkeypatch, tmp_path, cifar
 
 def test_unpickler_only_allows_numpy_arrays():
     with pytest.raises(pickle.UnpicklingError):
-        data._BatchUnpickler(io.BytesIO(pickle.dumps(_Evil())), encoding="bytes").load()
+        cifar_files._BatchUnpickler(io.BytesIO(pickle.dumps(_Evil())), encoding="bytes").load()
 
 
 # --------------------------------------------------------------------------- bounded memory

@@ -1,14 +1,5 @@
-"""Command line: parse, compose the config, call one function, show the result.
-
-python -m cifar_exp train    [KEY=VALUE...]
-python -m cifar_exp sweep    [KEY=VALUE...]
-python -m cifar_exp report   [STUDY|EXPERIMENT] [KEY=VALUE...]
-python -m cifar_exp reproduce RUN_ID [KEY=VALUE...]
-python -m cifar_exp evaluate [MODEL] [KEY=VALUE...]
-python -m cifar_exp predict  [--model M] [--json] IMAGE...
-python -m cifar_exp gui      [--model M]
-python -m cifar_exp ui       [--host H] [--port P]
-"""
+"""Command line: parse, compose the config, call one function, show the result; every
+failure is one `error:` line (see README, "When something is wrong")."""
 
 from __future__ import annotations
 
@@ -20,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cifar_exp.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -116,26 +109,20 @@ def cmd_gui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
             "gui: no display (DISPLAY is not set); run it on a desktop, or on a server under "
             "xvfb-run (xvfb-run python -m cifar_exp gui)"
         )
-    from cifar_exp.gui import NoDisplay, run
+    from cifar_exp.gui import run
     from cifar_exp.predict import Classifier
 
-    try:
-        run(lambda: Classifier.load(args.model, cfg))
-    except NoDisplay as e:
-        raise CommandError(str(e)) from None
+    run(lambda: Classifier.load(args.model, cfg))
     return 0
 
 
 def cmd_ui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.dashboard import PortUnavailable, serve
+    from cifar_exp.dashboard import serve
 
-    try:
-        return serve(cfg, console, host=args.host, port=args.port)
-    except PortUnavailable as e:
-        raise CommandError(str(e)) from None
+    return serve(cfg, console, host=args.host, port=args.port)
 
 
-class CommandError(ValueError):
+class CommandError(UserError, ValueError):
     """A command that cannot run here; printed as one line, exit code 2."""
 
 
@@ -147,7 +134,7 @@ class Command:
     examples: tuple[str, ...]
     # the positional words (those without "="): (metavar, least, most or None for many)
     positional: tuple[str, int, int | None] | None = None
-    options: Callable[[argparse.ArgumentParser], None] | None = None
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
 
     def epilog(self, name: str) -> str:
         return "examples:\n" + "\n".join(
@@ -155,34 +142,22 @@ class Command:
         )
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        metavar="MODEL",
-        default=None,
-        help="run id, models:/NAME/VERSION, models:/NAME@ALIAS or a .keras file "
-        "(default: the registry champion)",
-    )
-
-
-def _predict_options(p: argparse.ArgumentParser) -> None:
-    _model_options(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
-        "--top",
-        type=int,
-        default=3,
-        choices=range(1, 11),
-        metavar="K",
-        help="classes to show per image (default 3)",
-    )
-
-
-def _ui_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
-    )
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+# options besides the overrides: (flags, argparse keyword arguments)
+MODEL = (
+    ("--model",),
+    {"metavar": "MODEL", "help": "run id, models:/NAME/VERSION, models:/NAME@ALIAS or a .keras "
+     "file (default: the registry champion)"},
+)  # fmt: skip
+PREDICT = (
+    MODEL,
+    (("--json",), {"action": "store_true", "help": "print JSON instead of a table"}),
+    (("--top",), {"type": int, "default": 3, "choices": range(1, 11), "metavar": "K",
+                  "help": "classes to show per image (default 3)"}),
+)  # fmt: skip
+UI = (
+    (("--host",), {"default": "127.0.0.1", "help": "address to bind (default 127.0.0.1)"}),
+    (("--port",), {"type": int, "default": 5000, "help": "port (default 5000)"}),
+)
 
 
 COMMANDS: dict[str, Command] = {
@@ -219,21 +194,21 @@ COMMANDS: dict[str, Command] = {
         "Classify your own images (top classes with probabilities).",
         ("cat.jpg photos/", "--model models:/cifar10-cnn/2 --json cat.jpg"),
         ("IMAGE", 1, None),
-        _predict_options,
+        PREDICT,
     ),
     "gui": Command(
         cmd_gui,
         "Open a window to upload an image and classify it.",
         ("", "--model path/to/model.keras"),
         None,
-        _model_options,
+        (MODEL,),
     ),
     "ui": Command(
         cmd_ui,
         "Start the MLflow UI on the project's tracking store.",
         ("", "--port 5001 tracking.dir=/data/mlruns"),
         None,
-        _ui_options,
+        UI,
     ),
 }
 
@@ -270,8 +245,8 @@ def _parser() -> argparse.ArgumentParser:
             help="print the resolved config (YAML) and exit without running",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
-        if command.options:
-            command.options(p)
+        for flags, kwargs in command.options:
+            p.add_argument(*flags, **kwargs)
     return parser
 
 
@@ -340,17 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from cifar_exp.config import mask
-    from cifar_exp.data import DataError
-    from cifar_exp.registry import ModelNotFound
-    from cifar_exp.stores import StoreError
-    from cifar_exp.study.storage import StorageUnavailable
-    from cifar_exp.tracking import TrackingUnavailable
     from cifar_exp.train import TrainingDiverged
 
-    expected = (ConfigError, DataError, ModelNotFound, CommandError, StorageUnavailable)
     try:
         return COMMANDS[args.command].run(cfg, console, args)
-    except (*expected, StoreError, TrackingUnavailable) as e:
+    except UserError as e:  # a bad input, an unusable store or server: the message says which
         _error(errors, e)
     except TrainingDiverged as e:  # the run is recorded FAILED with the same reason
         _error(errors, CommandError(f"training diverged: {e} (try a lower optimizer.lr)"))

@@ -24,10 +24,11 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf import errors as oc_errors
 
+from cifar_exp.errors import UserError
 from cifar_exp.models import SCHEMAS as MODEL_SCHEMAS
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot run; the message is one line naming the key."""
 
 

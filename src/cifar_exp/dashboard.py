@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_exp.config import Config, mask
+from cifar_exp.errors import UserError
 from cifar_exp.tracking import setup, tracking_uri
 
 
@@ -33,7 +34,7 @@ def ui_command(cfg: Config, host: str, port: int) -> list[str]:
     return [*cmd, "--default-artifact-root", artifacts, "--no-serve-artifacts"]
 
 
-class PortUnavailable(RuntimeError):
+class PortUnavailable(UserError):
     """The UI cannot listen where it was asked to; the message says why."""
 
 

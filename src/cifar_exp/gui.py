@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageTk
 
+from cifar_exp.errors import UserError
 from cifar_exp.predict import Classifier, ImageError, open_image
 
 TITLE = "Image Classification CIFAR10"
@@ -140,7 +141,7 @@ class App:
         self.classify_button.configure(state="normal" if ready else "disabled")
 
 
-class NoDisplay(RuntimeError):
+class NoDisplay(UserError):
     """No display to open the window on; the message says what to do."""
 
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from cifar_exp.config import Config
+from cifar_exp.errors import UserError
 from cifar_exp.tracking import setup
 from cifar_exp.train import Evaluation
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(UserError, ValueError):
     """A model reference that names nothing loadable; the message says what was tried."""
 
 

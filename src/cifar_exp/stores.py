@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from cifar_exp.config import mask
+from cifar_exp.errors import UserError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # the packages SQLAlchemy's dialects import, and what to install for them
 DRIVERS = {"postgresql": ("psycopg2", "psycopg"), "mysql": ("pymysql",)}
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError):
     """A store that cannot be opened; the message is one line naming it."""
 
 

@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from cifar_exp import interrupts, plots, provenance
 from cifar_exp.config import Config, TrackingConfig, flatten, mask, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
+from cifar_exp.errors import UserError
 from cifar_exp.stores import StoreError, check_url
 from cifar_exp.train import Evaluation
 
@@ -52,7 +53,7 @@ HTTP_RETRIES = {
 PROBE_DELAYS = (1, 2, 4)  # seconds between tries of a tracking server that does not answer
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError):
     """The MLflow store or server cannot be used; the message is one line naming it."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from cifar_exp.config import Config, SearchConfig, mask
+from cifar_exp.errors import UserError
 from cifar_exp.stores import StoreError, check_url
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _open_lock_file(url: str) -> Any:
         ) from None
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(UserError):
     """The study storage could not be reached, even after retries."""
 
 
