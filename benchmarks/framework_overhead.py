@@ -104,6 +104,7 @@ def instrument(probe: dict) -> None:
 
     wrap(tracking.MlflowLogger, "on_epoch_end", "mlflow_epoch")
     wrap(runs, "_log_result", "log_result")
+    wrap(tracking, "log_test_metrics", "log_result")  # logged apart from the rest since 68213ba
 
 
 def main() -> None:

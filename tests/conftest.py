@@ -71,6 +71,12 @@ def write_cifar(root: Path, per_batch: int = 160, n_test: int = 200, seed: int =
     return tarball
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without MLFLOW_TRACKING_URI (`tracking.uri` defaults from it)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def cifar_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar"))
@@ -192,6 +198,7 @@ def study_cfg(cifar_tarball, tmp_path_factory):
     from cifar_exp.study.sweep import sweep
 
     root = tmp_path_factory.mktemp("study")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the study's own store, whatever ran before
     cfg = compose(
         [
             "experiment=tiny",

@@ -13,19 +13,23 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cifar_exp"
 # The data flow reads top-down through this list (config -> data -> models -> train ->
 # tracking -> runs -> study -> report), with the helpers that everything uses at the bottom.
 LAYERS = [
-    {"logs", "provenance", "plots", "models", "interrupts", "errors"},
+    {"logs", "provenance", "plots", "models", "interrupts", "errors", "stats"},
+    {"schemas"},
     {"config"},
     {"cifar_files"},
     {"data", "stores"},
+    {"callbacks"},
     {"train"},
     {"tracking"},
     {"runs"},
     {"registry", "reproduce"},
     {"study"},
+    {"findings"},
     {"render"},
     {"report"},
     {"predict", "dashboard"},
     {"gui", "console"},
+    {"commands"},
     {"_preload", "__main__", "__init__"},
 ]
 MAX_LINES = 360  # "about 350"

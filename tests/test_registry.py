@@ -45,3 +45,46 @@ def test_a_keras_file_whose_config_expands_to_100_mib_is_refused_unread(tmp_path
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+# --------------------------------------------------------------------------- champion gate
+
+
+def test_the_champion_moves_only_on_evidence_from_the_same_test_set(overrides):
+    """A first model becomes the champion; a clearly better one takes the alias (McNemar on
+    the same full test set); a worse one that claims a perfect value measured elsewhere does
+    not; a model with identical predictions does not."""
+    import mlflow
+
+    from cifar_exp.config import with_overrides
+    from cifar_exp.registry import CHAMPION, register_best
+    from cifar_exp.reproduce import reproduce
+    from cifar_exp.runs import train_tracked
+    from cifar_exp.tracking import tracking_uri
+
+    cfg = compose([*overrides, "trainer.epochs=1"])
+    weak = train_tracked(with_overrides(cfg, {"optimizer.lr": 1e-7}), verbose="0")
+    strong = train_tracked(with_overrides(cfg, {"trainer.epochs": 2}), verbose="0")
+    assert strong.test.accuracy > weak.test.accuracy + 0.2
+    client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
+
+    def champion():
+        return client.get_model_version_by_alias(cfg.tracking.registered_model, CHAMPION).run_id
+
+    first = register_best(cfg, weak.run_id, weak.final["val_accuracy"], "a")
+    assert first.champion and first.decision == "the first champion" and champion() == weak.run_id
+    better = register_best(cfg, strong.run_id, strong.final["val_accuracy"], "b")
+    assert better.champion and better.p_value < 0.05 and champion() == strong.run_id
+    assert better.decision.startswith("now the champion")
+    tags = client.get_model_version(cfg.tracking.registered_model, str(better.version)).tags
+    assert float(tags["champion.p_value"]) == pytest.approx(better.p_value)
+    assert {"champion.challenger_ci", "champion.incumbent_ci", "champion.decision"} <= set(tags)
+    # the weak model again, claiming a perfect value from some other (smaller) validation set
+    again = train_tracked(with_overrides(cfg, {"optimizer.lr": 1e-7, "trainer.seed": 8}))
+    claimed = register_best(cfg, again.run_id, 1.0, "subset")
+    assert not claimed.champion and champion() == strong.run_id
+    assert claimed.decision.startswith("the champion stays")
+    # identical predictions (the same training repeated): no evidence, no move
+    twin = reproduce(strong.run_id, cfg).reproduction
+    same = register_best(cfg, twin, strong.final["val_accuracy"] + 0.1, "twin")
+    assert not same.champion and same.p_value == 1.0 and champion() == strong.run_id

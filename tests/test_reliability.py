@@ -154,7 +154,13 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(overrides, workdir):
     with its reason, its run closed KILLED, the study resumable, exit 143."""
     from .test_search import _descendants, _wait_for_running_trial, _wait_gone
 
-    args = [*overrides, "search.n_trials=3", "trainer.epochs=6", "tracking.log_model=false"]
+    args = [
+        *overrides,
+        "search.n_trials=3",
+        "trainer.epochs=6",
+        "tracking.log_model=false",
+        "search.confirm.top_k=0",
+    ]
     cfg = compose(args)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cifar_exp", "sweep", *args],
@@ -191,8 +197,19 @@ def test_a_store_that_breaks_while_in_use_is_one_line(monkeypatch, capsys, overr
     def broken(*args):
         raise OperationalError("INSERT ...", {}, Exception("attempt to write a readonly database"))
 
+    import logging
+    import threading
+
     monkeypatch.setattr(cli.COMMANDS["train"], "run", broken)
-    assert cli.main(["train", *overrides]) == 2
+    # main() sets process-wide state (a SIGTERM handler, the thread excepthook, logging):
+    # put it back for the rest of the session
+    saved = signal.getsignal(signal.SIGTERM), threading.excepthook, logging.root.handlers[:]
+    try:
+        assert cli.main(["train", *overrides]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        threading.excepthook = saved[1]
+        logging.root.handlers[:] = saved[2]
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: database: attempt to write a readonly database"]
 

@@ -92,8 +92,17 @@ def test_tiny_study_records_parent_and_children_and_resumes(cfg):
     assert len(study.trials) == 4
     client, found = runs(cfg)
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    # the trials' runs; the confirmation stage's seed runs are nested under them
+    confirming = [r for r in found if "confirm.trial" in r.data.tags]
+    children = [
+        r
+        for r in found
+        if "mlflow.parentRunId" in r.data.tags and "confirm.trial" not in r.data.tags
+    ]
     assert len(parents) == 1 and len(children) == 4
+    trial_runs = {r.info.run_id for r in children}
+    assert len(confirming) == 4  # tiny: the 2 best to 3 seeds each
+    assert all(r.data.tags["mlflow.parentRunId"] in trial_runs for r in confirming)
     parent = parents[0]
     assert parent.info.run_id == out.parent_run_id == study.user_attrs["mlflow_parent_run_id"]
     assert parent.data.tags["optuna.study_name"] == "tiny"
@@ -118,7 +127,7 @@ def test_tiny_study_records_parent_and_children_and_resumes(cfg):
     # the same command again adds nothing
     again = sweep(cfg)
     assert again.finished == 4 and len(load(cfg).trials) == 4
-    assert len(runs(cfg)[1]) == 5
+    assert len(runs(cfg)[1]) == 1 + 4 + 4
     # a larger n_trials only adds the missing trials, with new suggestions
     more = sweep(with_overrides(cfg, {"search.n_trials": 5}))
     trials = load(cfg).trials
@@ -221,7 +230,8 @@ def test_memory_stays_flat_across_trials(cfg):
             self.seen.append(rss_mib())
 
     reporter = Rss()
-    out = sweep(with_overrides(cfg, {"search.n_trials": 8, "tracking.log_model": False}), reporter)
+    over = {"search.n_trials": 8, "tracking.log_model": False, "search.confirm.top_k": 0}
+    out = sweep(with_overrides(cfg, over), reporter)
     assert out.finished == 8
     growth = reporter.seen[-1] - reporter.seen[1]  # after warm-up (imports, first plots)
     print("sweep-process RSS after each trial (MiB):", [round(m) for m in reporter.seen])
@@ -287,7 +297,7 @@ def test_every_experiment_runs_in_tiny_mode(name, cifar_tarball, workdir):
     if name == "seed_epochs":
         from cifar_exp.report import report
 
-        md = report(cfg, workdir / "reports")["markdown"].read_text()
+        md = report(cfg, workdir / "reports").markdown.read_text()
         assert "Replication of the reference study" in md and "| 30 | 0.734 |" in md
 
 
@@ -376,6 +386,7 @@ def test_sigkill_mid_trial_then_resume(overrides):
         "search.heartbeat_interval=1",
         "trainer.epochs=12",
         "tracking.log_model=false",
+        "search.confirm.top_k=0",
     ]
     cfg = compose(args)
     proc = _cli(args)
@@ -406,7 +417,13 @@ def test_sigkill_mid_trial_then_resume(overrides):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly(overrides):
-    args = [*overrides, "search.n_trials=3", "trainer.epochs=6", "tracking.log_model=false"]
+    args = [
+        *overrides,
+        "search.n_trials=3",
+        "trainer.epochs=6",
+        "tracking.log_model=false",
+        "search.confirm.top_k=0",
+    ]
     cfg = compose(args)
     print("test process SIGINT:", signal.getsignal(signal.SIGINT))  # diagnosis if it fails
     proc = _cli(args)

@@ -65,3 +65,20 @@ def test_tracking_off_writes_nothing(cfg, workdir):
     out = train_tracked(with_overrides(cfg, {"tracking.enabled": False}), verbose="0")
     assert out.run_id is None and out.final["loss"] > 0
     assert not (workdir / "mlruns").exists()
+
+
+def test_a_tracked_run_leaves_the_environment_as_it_was(cfg, monkeypatch):
+    """MLflow exports the URI it was given as MLFLOW_TRACKING_URI, from which `tracking.uri`
+    defaults: a config composed after a run must not silently point at that run's store."""
+    import os
+
+    from cifar_exp.config import compose
+    from cifar_exp.tracking import setup
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    setup(cfg.tracking)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert compose([]).tracking.uri is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    setup(cfg.tracking)  # the user's own setting stays
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"

@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 
+from cifar_exp.callbacks import current_lr
 from cifar_exp.config import with_overrides
 from cifar_exp.data import load_cifar10
-from cifar_exp.train import TrainingDiverged, build_optimizer, current_lr, train
+from cifar_exp.train import TrainingDiverged, build_optimizer, train
 
 
 @pytest.fixture()
@@ -106,6 +107,14 @@ def test_fast_model_recipe_trains(cfg, splits):
     result = train(cfg, splits, verbose="0")
     assert result.history["lr"][-1] == pytest.approx(0.0, abs=1e-9)
     assert result.history["val_accuracy"][-1] > 0.3 and 0 <= result.test.accuracy <= 1
+    # every loss reported is plain cross-entropy; the smoothed objective keeps its own name
+    from cifar_exp.train import evaluate
+
+    assert {"objective", "val_objective", "loss", "val_loss"} <= set(result.history)
+    assert "xent" not in result.history and "val_xent" not in result.history
+    plain = evaluate(result.model, splits.x_val, splits.y_val).loss
+    assert result.history["val_loss"][-1] == pytest.approx(plain, rel=0.02)
+    assert abs(result.history["val_objective"][-1] - plain) > 0.05  # smoothing: another number
 
 
 def test_mixed_bfloat16_trains(cfg, splits):
@@ -122,7 +131,7 @@ def test_mixed_bfloat16_trains(cfg, splits):
 def test_lookahead_moves_weights_to_their_growing_average():
     import keras
 
-    from cifar_exp.train import Lookahead
+    from cifar_exp.callbacks import Lookahead
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
     w = model.weights[0]

@@ -12,12 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cifar_exp.commands import (
+    CommandError,
+    cmd_confirm,
+    cmd_evaluate,
+    cmd_gui,
+    cmd_predict,
+    cmd_report,
+    cmd_reproduce,
+    cmd_sweep,
+    cmd_train,
+    cmd_ui,
+)
 from cifar_exp.errors import UserError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from cifar_exp.config import Config
+    pass
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -35,95 +45,6 @@ def _error(console: Any, e: Exception) -> None:
     from rich.text import Text
 
     console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
-
-
-def cmd_train(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.config import mask
-    from cifar_exp.console import show_train
-    from cifar_exp.runs import train_tracked
-    from cifar_exp.tracking import tracking_uri
-
-    show_train(console, train_tracked(cfg), mask(tracking_uri(cfg.tracking)))
-    return 0
-
-
-def cmd_sweep(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.config import mask
-    from cifar_exp.console import RichReporter, show_sweep
-    from cifar_exp.study.sweep import sweep
-    from cifar_exp.tracking import tracking_uri
-
-    try:
-        with RichReporter(console, cfg.search.metric) as reporter:
-            out = sweep(cfg, reporter)
-    except KeyboardInterrupt as e:
-        from cifar_exp import interrupts
-
-        console.print(
-            f"[yellow]{interrupts.reason(e).split()[0]}:[/] finished trials are saved; run the "
-            "same command again to resume the study"
-        )
-        return interrupts.exit_code(e)
-    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
-    return 0 if out.done else 1
-
-
-def cmd_report(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.console import show_report
-    from cifar_exp.report import report
-
-    show_report(console, report(cfg))
-    return 0
-
-
-def cmd_reproduce(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.console import show_reproduce
-    from cifar_exp.reproduce import reproduce
-
-    out = reproduce(args.targets[0], cfg, args.overrides)
-    show_reproduce(console, out)
-    return 0 if out.within_tolerance else 1
-
-
-def cmd_evaluate(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.console import show_evaluate
-    from cifar_exp.registry import evaluate_model
-
-    show_evaluate(console, evaluate_model(args.targets[0] if args.targets else None, cfg))
-    return 0
-
-
-def cmd_predict(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.console import show_predictions
-    from cifar_exp.predict import Classifier
-
-    classifier = Classifier.load(args.model, cfg)
-    results = classifier.predict_paths(args.targets, top=args.top)
-    show_predictions(console, results, classifier.source, as_json=args.json)
-    return 1 if any(r.error for r in results) else 0
-
-
-def cmd_gui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-        raise CommandError(
-            "gui: no display (DISPLAY is not set); run it on a desktop, or on a server under "
-            "xvfb-run (xvfb-run python -m cifar_exp gui)"
-        )
-    from cifar_exp.gui import run
-    from cifar_exp.predict import Classifier
-
-    run(lambda: Classifier.load(args.model, cfg))
-    return 0
-
-
-def cmd_ui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.dashboard import serve
-
-    return serve(cfg, console, host=args.host, port=args.port)
-
-
-class CommandError(UserError, ValueError):
-    """A command that cannot run here; printed as one line, exit code 2."""
 
 
 @dataclass
@@ -154,6 +75,11 @@ PREDICT = (
     (("--top",), {"type": int, "default": 3, "choices": range(1, 11), "metavar": "K",
                   "help": "classes to show per image (default 3)"}),
 )  # fmt: skip
+REPRODUCE = (
+    (("--seeds",), {"type": int, "default": 0, "metavar": "K",
+                    "help": "also re-train with K new seeds: is the original value inside the "
+                    "replication's 95 %% interval? (exit 0 if so, 1 if not)"}),
+)  # fmt: skip
 UI = (
     (("--host",), {"default": "127.0.0.1", "help": "address to bind (default 127.0.0.1)"}),
     (("--port",), {"type": int, "default": 5000, "help": "port (default 5000)"}),
@@ -171,6 +97,12 @@ COMMANDS: dict[str, Command] = {
         "Run or resume an Optuna study; every trial is a tracked training run.",
         ("experiment=tiny", "experiment=seed_epochs", "search.n_trials=40"),
     ),
+    "confirm": Command(
+        cmd_confirm,
+        "Re-train a study's best configurations with more seeds and choose on the means.",
+        ("tiny", "lr_batch search.confirm.top_k=5 search.confirm.seeds=3"),
+        ("STUDY", 0, 1),
+    ),
     "report": Command(
         cmd_report,
         "Write a study's report (Markdown and self-contained HTML).",
@@ -180,8 +112,9 @@ COMMANDS: dict[str, Command] = {
     "reproduce": Command(
         cmd_reproduce,
         "Re-run a logged run from its record and compare the metrics.",
-        ("RUN_ID", "RUN_ID data.path=/new/place/cifar-10-python.tar.gz"),
+        ("RUN_ID", "RUN_ID --seeds 3", "RUN_ID data.path=/new/place/cifar-10-python.tar.gz"),
         ("RUN_ID", 1, 1),
+        REPRODUCE,
     ),
     "evaluate": Command(
         cmd_evaluate,
@@ -278,8 +211,8 @@ def _split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argp
 
 
 def _target_overrides(command: str, target: str | None) -> list[str]:
-    """`report NAME`: NAME is an experiment (its study) or a study name."""
-    if command != "report" or target is None:
+    """`report NAME`, `confirm NAME`: NAME is an experiment (its study) or a study name."""
+    if command not in ("report", "confirm") or target is None:
         return []
     from cifar_exp.config import list_experiments
 
@@ -308,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from cifar_exp import interrupts, logs
 
-    interrupts.terminate_as_interrupt()
+    if args.command != "gui":  # Tk's loop would only see the signal at its next event
+        interrupts.terminate_as_interrupt()
     logs.setup(logging.WARNING if args.quiet else logging.INFO)
     logs.import_tensorflow_quietly()
     from mlflow.exceptions import MlflowException

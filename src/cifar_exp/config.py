@@ -1,13 +1,10 @@
-"""Typed configuration: dataclass schemas for every config group, Hydra composition, validation.
+"""Typed configuration: Hydra composition and validation against the schemas (schemas.py;
+the models' own live with the models, `cifar_exp.models.SCHEMAS`).
 
 `compose(overrides)` is the one way a config is made: it composes `conf/` (plus a named study
-from `experiments/`), merges it into the schemas below and checks values, so an unknown key, a
-wrong type or an impossible value fails here, before any work, with a `ConfigError` that names
-the key in one line.
-
-Longer than the 350-line guide: every knob's type, default and rule is here, next to the others
-of its group, and splitting the schemas from the checks of their values would separate each
-rule from its key. The models' own schemas live with the models (`cifar_exp.models.SCHEMAS`).
+from `experiments/`), merges it into the schemas and checks values, so an unknown key, a wrong
+type or an impossible value fails here, before any work, with a `ConfigError` that names the
+key in one line.
 """
 
 from __future__ import annotations
@@ -16,8 +13,6 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,180 +22,30 @@ from omegaconf import errors as oc_errors
 from cifar_exp.errors import UserError
 from cifar_exp.models import SCHEMAS as MODEL_SCHEMAS
 
+# the schemas are part of config's API (`from cifar_exp.config import Config`)
+from cifar_exp.schemas import METRICS as METRICS
+from cifar_exp.schemas import OPTIMIZER_SCHEMAS as OPTIMIZER_SCHEMAS
+from cifar_exp.schemas import AdamConfig as AdamConfig
+from cifar_exp.schemas import Config as Config
+from cifar_exp.schemas import ConfirmConfig as ConfirmConfig
+from cifar_exp.schemas import DataConfig as DataConfig
+from cifar_exp.schemas import Direction as Direction
+from cifar_exp.schemas import Precision as Precision
+from cifar_exp.schemas import PrunerConfig as PrunerConfig
+from cifar_exp.schemas import PrunerName as PrunerName
+from cifar_exp.schemas import ReferenceConfig as ReferenceConfig
+from cifar_exp.schemas import SamplerConfig as SamplerConfig
+from cifar_exp.schemas import SamplerName as SamplerName
+from cifar_exp.schemas import Schedule as Schedule
+from cifar_exp.schemas import SearchConfig as SearchConfig
+from cifar_exp.schemas import SGDConfig as SGDConfig
+from cifar_exp.schemas import TrackingConfig as TrackingConfig
+from cifar_exp.schemas import TrainerConfig as TrainerConfig
+from cifar_exp.schemas import Validation as Validation
+
 
 class ConfigError(UserError, ValueError):
     """A configuration that cannot run; the message is one line naming the key."""
-
-
-class Validation(StrEnum):
-    split = "split"
-    test = "test"
-
-
-class Precision(StrEnum):
-    float32 = "float32"
-    mixed_bfloat16 = "mixed_bfloat16"
-    mixed_float16 = "mixed_float16"
-    auto = "auto"
-
-
-class Schedule(StrEnum):
-    constant = "constant"
-    onecycle = "onecycle"
-
-
-class Direction(StrEnum):
-    maximize = "maximize"
-    minimize = "minimize"
-
-
-class SamplerName(StrEnum):
-    tpe = "tpe"
-    random = "random"
-    grid = "grid"
-
-
-class PrunerName(StrEnum):
-    median = "median"
-    hyperband = "hyperband"
-    successive_halving = "successive_halving"
-    threshold = "threshold"
-    none = "none"
-
-
-# --------------------------------------------------------------------------- schemas
-
-
-@dataclass
-class DataConfig:
-    path: str | None = None
-    cache_dir: str | None = None
-    validation: Validation = Validation.split
-    val_size: int = 5000
-    limit_train: int | None = None
-    limit_test: int | None = None
-    split_seed: int = 0
-    shuffle_buffer: int | None = None
-
-
-@dataclass
-class SGDConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    decay: float = 0.0
-    weight_decay: float = 0.0
-    schedule: Schedule = Schedule.constant
-    warmup: float = 0.25
-
-
-@dataclass
-class AdamConfig:
-    name: str = "adam"
-    lr: float = 0.001
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    decay: float = 0.0
-    weight_decay: float = 0.0
-    schedule: Schedule = Schedule.constant
-    warmup: float = 0.25
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    seed: int = 42
-    precision: Precision = Precision.auto
-    deterministic: bool = True
-    threads: int | None = None
-    jit_compile: str = "false"
-    verbose: str = "auto"
-    augment: bool = False
-    translate: int = 4
-    label_smoothing: float = 0.0
-    lookahead: bool = False
-    stop_after: int | None = None
-
-
-@dataclass
-class TrackingConfig:
-    enabled: bool = True
-    uri: str | None = None
-    dir: str = "mlruns"
-    experiment_name: str = "cifar10"
-    log_model: bool = True
-    registered_model: str | None = "cifar10-cnn"
-
-
-@dataclass
-class SamplerConfig:
-    name: SamplerName = SamplerName.tpe
-    seed: int | None = 0
-
-
-@dataclass
-class PrunerConfig:
-    name: PrunerName = PrunerName.median
-    # trials that always run to the end before the pruner compares (median)
-    n_startup_trials: int = 3
-    # epochs every trial runs before it can be pruned
-    n_warmup_steps: int = 1
-    # successive halving / hyperband: the smallest and largest epoch budgets
-    min_resource: int = 1
-    reduction_factor: int = 3
-    # threshold: prune a trial whose metric is below `lower` or above `upper`
-    lower: float | None = None
-    upper: float | None = None
-
-
-@dataclass
-class SearchConfig:
-    study_name: str = "cifar10"
-    storage: str | None = None
-    n_trials: int = 20
-    timeout: float | None = None
-    metric: str = "val_accuracy"
-    direction: Direction = Direction.maximize
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    pruner: PrunerConfig = field(default_factory=PrunerConfig)
-    heartbeat_interval: int = 30
-    max_retry: int = 1
-    max_failures: int = 5
-    isolate_trials: bool = True
-    # nested like the config: {optimizer: {lr: {type: float, low: .., high: .., log: true}}}
-    space: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ReferenceConfig:
-    """Published results a study replicates, shown beside its own in the report (per epoch
-    budget: `{10: 0.635, ...}`)."""
-
-    val_accuracy: dict[int, float] = field(default_factory=dict)
-    test_accuracy: dict[int, float] = field(default_factory=dict)
-
-
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: Any = MISSING
-    optimizer: Any = MISSING
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    experiment: str | None = None
-    tags: list[str] = field(default_factory=list)
-    # published numbers this study replicates (experiments/seed_epochs.yaml); null: none
-    reference: ReferenceConfig | None = None
-
-
-# Groups whose schema depends on the chosen `name` (the models' own: cifar_exp.models.SCHEMAS)
-OPTIMIZER_SCHEMAS: dict[str, type] = {"sgd": SGDConfig, "adam": AdamConfig}
-
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 # --------------------------------------------------------------------------- locations
@@ -392,6 +237,14 @@ def _check_values(cfg: DictConfig) -> None:
     need(s.heartbeat_interval >= 1, "search.heartbeat_interval", ">= 1")
     need(s.max_retry >= 0, "search.max_retry", ">= 0")
     need(s.max_failures >= 1, "search.max_failures", ">= 1")
+    need(1 <= s.seeds <= 100, "search.seeds", "between 1 and 100")
+    need(s.confirm.top_k >= 0, "search.confirm.top_k", ">= 0 (0: no confirmation stage)")
+    need(2 <= s.confirm.seeds <= 100, "search.confirm.seeds", "between 2 and 100")
+    need(0 < s.confirm.alpha < 1, "search.confirm.alpha", "between 0 and 1")
+    last_seed = t.seed + max(s.seeds, s.confirm.seeds) - 1
+    need(last_seed <= MAX_SEED, "trainer.seed", f"<= {MAX_SEED} - seeds + 1 (the last seed)")
+    alpha = cfg.tracking.champion_alpha
+    need(0 < alpha < 1, "tracking.champion_alpha", "between 0 and 1")
 
 
 def _omegaconf_message(e: Exception) -> str:

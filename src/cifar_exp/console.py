@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cifar_exp.predict import Prediction
     from cifar_exp.report import ReportResult
     from cifar_exp.reproduce import Reproduction
+    from cifar_exp.study.confirm import Confirmation
     from cifar_exp.study.progress import Progress as StudyProgress
     from cifar_exp.study.progress import TrialOutcome
     from cifar_exp.study.sweep import SweepSummary
@@ -88,6 +89,17 @@ class RichReporter:
             self.trial_task, total=epochs, completed=epoch, info=f"{self._params}  |  {shown}"
         )
 
+    def seed_ended(self, number: int, seed: int, value: float) -> None:
+        self.progress.update(self.trial_task, visible=False)
+        self.console.print(
+            f"confirm trial {number:3d}  seed {seed}  {self.metric}={value:.4f}", highlight=False
+        )
+
+    def confirmed(self, result: Confirmation) -> None:
+        self.console.print(confirmation_table(result))
+        for line in result.statements():
+            self.console.print(f"  {line}", highlight=False)
+
     def trial_ended(self, trial: TrialOutcome, progress: StudyProgress) -> None:
         self.progress.update(
             self.study_task, completed=progress.finished, info=self._best(progress)
@@ -102,6 +114,8 @@ class RichReporter:
             extra = f": {trial.fail_reason or 'see MLflow'}".splitlines()[0]
         params = "  ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         color = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}.get(state, "white")
+        if trial.n_seeds > 1 and trial.value is not None:
+            value += f" (mean of {trial.n_seeds} seeds)"
         self.console.print(
             f"trial {trial.number:3d} [{color}]{state}{extra}[/]  {self.metric}={value}  {params}",
             highlight=False,
@@ -134,6 +148,27 @@ def show_train(console: Console, out: TrainResult, uri: str) -> None:
         )
 
 
+def confirmation_table(result: Confirmation) -> Table:
+    """The confirmed configurations, best first: seeds, mean ± 95 % CI, difference from the
+    winner and Welch's p-value."""
+    t = Table(title=f"confirmation: {result.metric}, best first", title_justify="left")
+    for col in ("trial", "params", "seeds", "mean ± 95 % CI", "vs best", "p"):
+        t.add_column(col, justify="right" if col != "params" else "left", overflow="fold")
+    comparisons = [None, *result.comparisons]
+    for c, comp in zip(result.candidates, comparisons, strict=True):
+        s = c.summary
+        ci = (
+            f"{s.mean:.4f} ± {(s.ci_high - s.ci_low) / 2:.4f}"
+            if s.ci_low is not None
+            else f"{s.mean:.4f}"
+        )
+        diff = "-" if comp is None else f"{comp.diff:+.4f}"
+        p = "-" if comp is None or comp.p_value is None else f"{comp.p_value:.3g}"
+        params = "  ".join(f"{k}={_fmt(v)}" for k, v in c.params.items())
+        t.add_row(str(c.number), params, str(s.n), ci, diff, p)
+    return t
+
+
 def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> None:
     rows = [
         ("finished trials", f"{out.finished} of {out.target}"),
@@ -141,12 +176,17 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
     ]
     if out.best:
         b = out.best
-        rows.append((f"best {metric}", f"{b.value:.4f} (trial {b.number})"))
+        how = b.summary.text() if b.summary else f"{b.value:.4f}"
+        label = "confirmed best" if out.confirmation else "best"
+        rows.append((f"{label} {metric}", f"{how}, trial {b.number}"))
         rows += [(f"  {k}", str(v)) for k, v in b.params.items()]
+    if out.confirmation:
+        rows += [
+            ("  " if i else "confirmation", s) for i, s in enumerate(out.confirmation.statements())
+        ]
     reg = out.registered
     if reg:
-        note = "now the champion" if reg.champion else "the champion stays"
-        rows.append(("registered model", f"{reg.name} version {reg.version} ({note})"))
+        rows.append(("registered model", f"{reg.name} version {reg.version}: {reg.decision}"))
     rows.append(("storage", out.storage))
     if out.parent_run_id:
         rows.append(("MLflow parent run", out.parent_run_id))
@@ -199,18 +239,46 @@ def show_reproduce(console: Console, out: Reproduction) -> None:
         )
     if out.reproduction:
         console.print(f"new MLflow run {out.reproduction} (tag reproduces={out.original})")
+    r = out.replication
+    if r is not None:
+        t = Table(
+            title=f"replication with {len(r.seeds)} new seeds ({', '.join(map(str, r.seeds))})",
+            title_justify="left",
+        )
+        for col in ("metric", "original", "replication mean", "95 % prediction interval", ""):
+            t.add_column(col, justify="right")
+        for a in r.audits:
+            mean = sum(a.values) / len(a.values)
+            interval = f"{a.interval[0]:.4f} to {a.interval[1]:.4f}" if a.interval else "-"
+            verdict = "[green]inside[/]" if a.inside else "[red]outside[/]"
+            t.add_row(a.metric, f"{a.original:.4f}", f"{mean:.4f}", interval, verdict)
+        console.print(t)
+        if r.consistent:
+            console.print("[green]consistent[/]: every original value lies inside the interval")
+        else:
+            console.print(
+                "[red]not consistent[/]: an original value lies outside what runs of this "
+                "configuration give (95 % prediction interval)"
+            )
 
 
 def show_evaluate(console: Console, out: Evaluation) -> None:
     from cifar_exp.data import CLASS_NAMES
 
-    console.print(f"model: {out.model}")
-    console.print(f"test accuracy {out.accuracy:.4f}, test loss {out.loss:.4f}")
+    console.print(f"model: {out.model}", highlight=False)
+    low, high = out.accuracy_interval()
+    console.print(
+        f"test accuracy {out.accuracy:.4f} (95 % CI {low:.4f}-{high:.4f}, Wilson, "
+        f"{out.n} images), test loss {out.loss:.4f}"
+    )
     t = Table(title="per class", title_justify="left")
     t.add_column("class")
     t.add_column("accuracy", justify="right")
-    for name, acc in zip(CLASS_NAMES, out.per_class_accuracy, strict=True):
-        t.add_row(name, f"{acc:.3f}")
+    t.add_column("95 % CI", justify="right")
+    for name, acc, ci in zip(
+        CLASS_NAMES, out.per_class_accuracy, out.per_class_intervals(), strict=True
+    ):
+        t.add_row(name, f"{acc:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-")
     console.print(t)
     cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
     cm.add_column("")

@@ -63,13 +63,13 @@ def check_port(host: str, port: int) -> None:
 
 def serve(cfg: Config, console: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run the MLflow UI until Ctrl-C; returns its exit code."""
-    check_port(host, port)
     if cfg.tracking.uri and not str(cfg.tracking.uri).startswith("sqlite"):
         console.print(
             f"runs go to the tracking server {mask(str(cfg.tracking.uri))}: open it "
             "in a browser; there is no local store to serve"
         )
         return 0
+    check_port(host, port)
     setup(cfg.tracking)  # the store and the experiment exist before the UI opens them
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(

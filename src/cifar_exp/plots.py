@@ -11,14 +11,26 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def curve(history: dict[str, list[float]], metric: str, title: str | None = None) -> Figure:
-    """`metric` and `val_<metric>` per epoch (train and validation), as in the reference study."""
+def curve(
+    history: dict[str, list[float]],
+    metric: str,
+    title: str | None = None,
+    std: dict[str, list[float]] | None = None,
+) -> Figure:
+    """`metric` and `val_<metric>` per epoch (train and validation), as in the reference study;
+    with `std` (per epoch, over seeds) the mean with a band of ± one standard deviation."""
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         values = history.get(key)
         if values:
-            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+            epochs = range(1, len(values) + 1)
+            (line,) = ax.plot(epochs, values, marker="o", markersize=3, label=label)
+            spread = (std or {}).get(key)
+            if spread and len(spread) == len(values):
+                low = [v - s for v, s in zip(values, spread, strict=True)]
+                high = [v + s for v, s in zip(values, spread, strict=True)]
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
@@ -94,13 +106,24 @@ def study_figures(study: object) -> dict[str, object]:
     return out
 
 
-def overlay(curves: dict[str, list[float]], metric: str) -> Figure:
-    """One line per trial (label -> values per epoch), e.g. every trial's val_accuracy."""
+def overlay(
+    curves: dict[str, list[float]],
+    metric: str,
+    std: dict[str, list[float]] | None = None,
+) -> Figure:
+    """One line per trial (label -> values per epoch), e.g. every trial's val_accuracy; with
+    `std` (label -> per epoch, over seeds), each mean with a band of ± one std."""
     fig = Figure(figsize=(7, 4.5), dpi=100)
     ax = fig.add_subplot()
     for label, values in curves.items():
         if values:
-            ax.plot(range(1, len(values) + 1), values, marker=".", linewidth=1, label=label)
+            epochs = range(1, len(values) + 1)
+            (line,) = ax.plot(epochs, values, marker=".", linewidth=1, label=label)
+            spread = (std or {}).get(label)
+            if spread and len(spread) == len(values):
+                low = [v - d for v, d in zip(values, spread, strict=True)]
+                high = [v + d for v, d in zip(values, spread, strict=True)]
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)

@@ -26,20 +26,30 @@ class ModelNotFound(UserError, ValueError):
     """A model reference that names nothing loadable; the message says what was tried."""
 
 
+class ModelRefused(ModelNotFound):
+    """A model that exists but is not used: it does not load in safe mode, expands too far, or
+    is not a CIFAR-10 classifier."""
+
+
 @dataclass(frozen=True)
 class Registration:
-    """A model version registered by a study: whether it became the champion, and which
-    version was the champion before (None if there was none)."""
+    """A model version registered by a study, and whether it took the champion alias: only
+    when it is better than the champion on the same full test set with significance
+    (McNemar's exact test at `tracking.champion_alpha`), whatever validation set either study
+    measured its own value on."""
 
     name: str
     version: int
-    champion: bool
-    previous: int | None
+    champion: bool  # the alias is on this version now
+    previous: int | None  # the champion before (None: there was none)
+    decision: str  # in words, with both accuracies, their intervals and the p-value
+    p_value: float | None = None
 
 
 def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Registration:
     """Register the model of `run_id` under `tracking.registered_model`; move the champion
-    alias to it if it beats the current champion on the study metric."""
+    alias to it only if it beats the current champion on the full test set of `cfg.data`'s
+    source with significance. The decision and its numbers are tags on the new version."""
     name = cfg.tracking.registered_model
     setup(cfg.tracking)
     client = MlflowClient()
@@ -62,19 +72,79 @@ def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Re
         else client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
     )
     previous = _champion(client, name)
-    better = previous is None or (
-        value > float(previous.tags.get("value", "-inf"))
-        if direction == "maximize"
-        else value < float(previous.tags.get("value", "inf"))
-    )
-    if better and (previous is None or previous.version != version.version):
+    record: dict[str, Any] = {}
+    p = None
+    if previous is None:
         client.set_registered_model_alias(name, CHAMPION, version.version)
+        is_champion, decision = True, "the first champion"
+    elif previous.version == version.version:
+        is_champion, decision = True, "already the champion"
+    else:
+        record = challenge(
+            cfg, f"models:/{name}/{version.version}", f"models:/{name}/{previous.version}"
+        )
+        p = record["champion.p_value"]
+        better = record["champion.challenger_accuracy"] > record["champion.incumbent_accuracy"]
+        is_champion = better and p < cfg.tracking.champion_alpha
+        if is_champion:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        decision = _decision(is_champion, previous.version, record, cfg.tracking.champion_alpha)
+    record["champion.decision"] = decision
+    for key, val in record.items():
+        client.set_model_version_tag(name, version.version, key, str(val))
     return Registration(
         name=name,
         version=int(version.version),
-        champion=better,
+        champion=is_champion,
         previous=int(previous.version) if previous else None,
+        decision=decision,
+        p_value=p,
     )
+
+
+def challenge(cfg: Config, challenger: str, incumbent: str) -> dict[str, Any]:
+    """Both models on the same full test set (every test image of the data source): their
+    accuracies with Wilson 95 % intervals, and McNemar's exact test on per-image correctness."""
+    from omegaconf import OmegaConf
+
+    from cifar_exp.data import load_cifar10
+    from cifar_exp.stats import accuracy_interval, mcnemar
+    from cifar_exp.train import predict_classes
+
+    data = OmegaConf.merge(cfg.data, {"limit_test": None})
+    splits = load_cifar10(data)
+    correct = {}
+    for role, uri in (("challenger", challenger), ("incumbent", incumbent)):
+        model, _ = load_model(uri, cfg)
+        correct[role] = predict_classes(model, splits.x_test) == splits.y_test
+    n = len(splits.y_test)
+    test = mcnemar(correct["challenger"], correct["incumbent"])
+    out: dict[str, Any] = {"champion.test_images": n}
+    for role, right in correct.items():
+        low, high = accuracy_interval(int(right.sum()), n)
+        out[f"champion.{role}_accuracy"] = float(right.mean())
+        out[f"champion.{role}_ci"] = f"{low:.4f}-{high:.4f}"
+    out.update(
+        {
+            "champion.only_challenger_right": test.only_a,
+            "champion.only_incumbent_right": test.only_b,
+            "champion.p_value": test.p_value,
+            "champion.test": "McNemar exact (binomial on discordant images)",
+        }
+    )
+    return out
+
+
+def _decision(moves: bool, previous: str, r: dict[str, Any], alpha: float) -> str:
+    nums = (
+        f"test accuracy {r['champion.challenger_accuracy']:.4f} "
+        f"[{r['champion.challenger_ci']}] vs {r['champion.incumbent_accuracy']:.4f} "
+        f"[{r['champion.incumbent_ci']}] on {r['champion.test_images']} images, McNemar "
+        f"p = {r['champion.p_value']:.3g}"
+    )
+    if moves:
+        return f"now the champion (better than version {previous}: {nums})"
+    return f"the champion stays version {previous} (not better at alpha {alpha:g}: {nums})"
 
 
 def _champion(client: MlflowClient, name: str) -> Any:
@@ -141,7 +211,7 @@ def _load_keras_file(path: Path, uri: str) -> Any:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelNotFound(f"{uri}: not a loadable Keras model ({reason})") from None
+        raise ModelRefused(f"{uri}: not a loadable Keras model ({reason})") from None
     _check_signature(model, uri)
     return model
 
@@ -153,16 +223,16 @@ def _check_archive(path: Path, uri: str) -> None:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ModelNotFound(f"{uri}: not a loadable Keras model ({e})") from None
+        raise ModelRefused(f"{uri}: not a loadable Keras model ({e})") from None
     for entry in entries:
         if entry.filename.endswith(".json") and entry.file_size > MAX_JSON_BYTES:
-            raise ModelNotFound(
+            raise ModelRefused(
                 f"{uri}: its {entry.filename} expands to {entry.file_size / 2**20:,.0f} MiB "
                 "(a model's config is kilobytes); refused"
             )
     total = sum(e.file_size for e in entries)
     if total > MAX_MODEL_BYTES:
-        raise ModelNotFound(f"{uri}: expands to {total / 2**30:,.1f} GiB; refused")
+        raise ModelRefused(f"{uri}: expands to {total / 2**30:,.1f} GiB; refused")
 
 
 def _check_signature(model: Any, uri: str) -> None:
@@ -170,9 +240,9 @@ def _check_signature(model: Any, uri: str) -> None:
     try:
         inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
     except (AttributeError, TypeError, ValueError):
-        raise ModelNotFound(f"{uri}: not a single-input, single-output Keras model") from None
+        raise ModelRefused(f"{uri}: not a single-input, single-output Keras model") from None
     if inputs[1:] != (32, 32, 3) or outputs[1:] != (10,):
-        raise ModelNotFound(
+        raise ModelRefused(
             f"{uri}: takes {inputs[1:]} and gives {outputs[1:]}; a CIFAR-10 classifier "
             "takes (32, 32, 3) images and gives 10 class probabilities"
         )

@@ -18,21 +18,15 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from omegaconf import OmegaConf
 
-from cifar_exp import plots, provenance
+from cifar_exp import findings, plots, provenance
 from cifar_exp.config import METRICS, Config, to_yaml
 from cifar_exp.data import CLASS_NAMES
+from cifar_exp.findings import TrialRow
+from cifar_exp.study.confirm import Confirmation
 from cifar_exp.train import Evaluation
 
 # the reference table's learning rate and batch size, shown whether searched or not
 TABLE_CONFIG = ("optimizer.lr", "trainer.batch_size")
-
-
-@dataclass
-class TrialRow:
-    trial: optuna.trial.FrozenTrial
-    run_id: str | None
-    history: dict[str, list[float]]
-    params: dict[str, str]  # the run's MLflow params: its whole resolved config
 
 
 @dataclass
@@ -45,6 +39,7 @@ class StudyRecord:
     best: optuna.trial.FrozenTrial | None
     space: dict[str, dict[str, Any]]  # the distributions the trials were drawn from
     parent_run_id: str | None
+    confirmation: Confirmation | None = None
     parent_tags: dict[str, str] = field(default_factory=dict)
     data_sha256: str = ""
     storage: str = ""  # credentials masked
@@ -61,15 +56,27 @@ def _number(text: str | None) -> float | int | str | None:
 
 
 def trials_table(rows: list[TrialRow], cfg: Config) -> pd.DataFrame:
-    """One row per trial, best first: the reference study's columns plus state and duration."""
+    """One row per trial, best first: the reference study's columns plus state and duration;
+    with several seeds per trial, each metric is their mean followed by the half-width of its
+    95 % interval (`<metric> ±`), and the number of seeds."""
+    several = any(r.trial.user_attrs.get("n_seeds", 1) > 1 for r in rows)
     records = []
     for r in rows:
         t, last = r.trial, {k: (v[-1] if v else None) for k, v in r.history.items()}
+        values: dict[str, Any] = {}
+        for k in METRICS:
+            values[k] = last.get(k)
+            if several:  # the mean, then the half-width of its 95 % interval
+                s = findings.metric_summary(r, k)
+                ok = s is not None and s.ci_low is not None
+                values[f"{k} ±"] = (s.ci_high - s.ci_low) / 2 if ok else None
+        if several:
+            values["seeds"] = t.user_attrs.get("n_seeds")
         records.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
-                **{k: last.get(k) for k in METRICS},
+                **values,
                 "epochs": len(r.history.get("loss") or []),
                 **{k: _number(r.params.get(k)) for k in TABLE_CONFIG},
                 **dict(t.params),
@@ -103,10 +110,15 @@ def make_figures(record: StudyRecord, out: Path, test: Evaluation | None) -> dic
     if best and best.history.get("loss"):
         for metric in ("accuracy", "loss"):
             title = f"best trial ({best.trial.number}): {metric} per epoch"
-            _fig(figures, out, f"best_{metric}.png", plots.curve(best.history, metric, title))
+            if best.std:
+                title += f", mean ± std of {best.trial.user_attrs.get('n_seeds')} seeds"
+            curve = plots.curve(best.history, metric, title, std=best.std or None)
+            _fig(figures, out, f"best_{metric}.png", curve)
     curves = {f"trial {r.trial.number}": r.history.get("val_accuracy", []) for r in record.rows}
+    bands = {f"trial {r.trial.number}": r.std.get("val_accuracy", []) for r in record.rows}
     if any(curves.values()):
-        _fig(figures, out, "all_val_accuracy.png", plots.overlay(curves, "val_accuracy"))
+        overlay = plots.overlay(curves, "val_accuracy", bands)
+        _fig(figures, out, "all_val_accuracy.png", overlay)
     for name, fig in plots.study_figures(record.study).items():
         _fig(figures, out, name, fig)
     if test:
@@ -161,13 +173,15 @@ def render_markdown(
         OmegaConf.to_yaml(OmegaConf.create(record.space)).strip(),
         "```",
         "",
+        *findings.supports(cfg, rows, record.confirmation),
         "## Trials (best first)",
         "",
         _md_table(table),
         "",
+        *findings.confirmation_section(record.confirmation),
     ]
     if cfg.reference is not None:
-        lines += _reference_section(cfg, table, test)
+        lines += findings.reference_section(cfg, rows, test.accuracy if test else None)
     lines += [
         "## Learning curves",
         "",
@@ -186,35 +200,22 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _reference_section(cfg: Config, table: pd.DataFrame, test: Evaluation | None) -> list[str]:
-    ref = cfg.reference
-    out = [
-        "## Replication of the reference study",
-        "",
-        "| epochs | reference val_accuracy | this study val_accuracy |",
-        "| --- | --- | --- |",
-    ]
-    for epochs, value in ref.val_accuracy.items():
-        match = table[table.get("trainer.epochs", pd.Series(dtype=float)) == epochs]
-        ours = f"{match['val_accuracy'].iloc[0]:.4f}" if len(match) else "not run"
-        out.append(f"| {epochs} | {value:.3f} | {ours} |")
-    out.append("")
-    for epochs, value in ref.test_accuracy.items():
-        out.append(f"Reference test accuracy after {epochs} epochs: {value:.2%}.")
-    if test:
-        out.append(f"This study's best model on the test set: {test.accuracy:.2%}.")
-    return [*out, ""]
-
-
 def _test_section(test: Evaluation | None, figures: dict[str, Path]) -> list[str]:
     if not test:
         return ["## Test set", "", "_No finished trial with a logged model to evaluate._", ""]
-    per_class = pd.DataFrame({"class": CLASS_NAMES, "accuracy": test.per_class_accuracy})
+    intervals = [f"{lo:.3f} to {hi:.3f}" if lo is not None else "-" for lo, hi in (
+        ci or (None, None) for ci in test.per_class_intervals()
+    )]  # fmt: skip
+    per_class = pd.DataFrame(
+        {"class": CLASS_NAMES, "accuracy": test.per_class_accuracy, "95 % CI": intervals}
+    )
+    low, high = test.accuracy_interval()
     return [
         "## Best model on the held-out test set",
         "",
         f"Evaluated once (MLflow run `{test.run_id}`): **test accuracy "
-        f"{test.accuracy:.4f}**, test loss {test.loss:.4f}.",
+        f"{test.accuracy:.4f}** (95 % CI {low:.4f} to {high:.4f}, Wilson, {test.n} images; "
+        f"one model, one seed), test loss {test.loss:.4f}.",
         "",
         per_class.to_markdown(index=False, floatfmt=".3f"),
         "",

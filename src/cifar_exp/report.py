@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 
-from cifar_exp.config import METRICS, Config, ConfigError, mask
+from cifar_exp.config import METRICS, Config, ConfigError, mask, to_dict
 from cifar_exp.data import load_cifar10
 from cifar_exp.render import (
     StudyRecord,
@@ -29,6 +29,7 @@ from cifar_exp.render import (
     trials_table,
 )
 from cifar_exp.runs import evaluate_and_log
+from cifar_exp.study.confirm import recorded
 from cifar_exp.study.storage import storage_url
 from cifar_exp.study.trials import best_trial, counts
 from cifar_exp.tracking import read_test_metrics, run_config, setup
@@ -67,26 +68,43 @@ def gather(cfg: Config) -> StudyRecord:
     for t in study.trials:
         run_id = t.user_attrs.get("mlflow_run_id")
         history: dict[str, list[float]] = {}
+        std: dict[str, list[float]] = {}
         params: dict[str, str] = {}
+        metrics: dict[str, float] = {}
         if run_id:
-            params = client.get_run(run_id).data.params
+            run = client.get_run(run_id)
+            params, metrics = run.data.params, run.data.metrics
             for key in METRICS:
-                points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-                history[key] = [m.value for m in points]
-        rows.append(TrialRow(t, run_id, history, params))
+                history[key] = _history(client, run_id, key)
+                if metrics.get("n_seeds", 1) > 1:
+                    std[key] = _history(client, run_id, f"{key}_std")
+        rows.append(TrialRow(t, run_id, history, params, metrics, std))
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
-    first_run = next((r.run_id for r in rows if r.run_id), None)
+    confirmation = recorded(study)
+    best = best_trial(study)
+    if confirmation is not None:  # the best on confirmed means
+        best = next((r.trial for r in rows if r.trial.number == confirmation.winner.number), best)
+    # the data a trial trained on is on its training run (a several-seed trial's first seed)
+    first_run = next(
+        (r.trial.user_attrs.get("model_run_id") or r.run_id for r in rows if r.run_id), None
+    )
     return StudyRecord(
         study=_snapshot(study),
         rows=rows,
         counts=counts(study),
-        best=best_trial(study),
-        space=_space(study.trials),
+        best=best,
+        space=_space(study.trials) or _configured_space(to_dict(cfg)["search"]["space"] or {}),
         parent_run_id=parent_id,
+        confirmation=confirmation,
         parent_tags=client.get_run(parent_id).data.tags if parent_id else {},
         data_sha256=client.get_run(first_run).data.tags.get("data.sha256", "") if first_run else "",
         storage=mask(url),
     )
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.value for m in points]
 
 
 def _snapshot(study: optuna.Study) -> optuna.Study:
@@ -96,6 +114,17 @@ def _snapshot(study: optuna.Study) -> optuna.Study:
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
     return copy
+
+
+def _configured_space(tree: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """`search.space` as written, `{key: {type, ...}}` (for a study with no trial yet)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in tree.items():
+        if isinstance(value, dict) and "type" in value:
+            out[f"{prefix}{name}"] = {k: v for k, v in value.items() if v is not None}
+        elif isinstance(value, dict):
+            out.update(_configured_space(value, f"{prefix}{name}."))
+    return out
 
 
 def _space(trials: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, Any]]:
@@ -123,17 +152,23 @@ def evaluate_best(cfg: Config, best: optuna.trial.FrozenTrial | None) -> Evaluat
     """The best trial's model on the held-out test set, computed once and cached on its run."""
     import mlflow
 
-    run_id = best.user_attrs.get("mlflow_run_id") if best else None
+    run_id = (
+        (best.user_attrs.get("model_run_id") or best.user_attrs.get("mlflow_run_id"))
+        if best
+        else None
+    )
     if not run_id:
         return None
     cached = read_test_metrics(run_id)
     if cached is not None:
         return cached
-    from cifar_exp.registry import ModelNotFound, load_model
+    from cifar_exp.registry import ModelNotFound, ModelRefused, load_model
 
     trial_cfg = run_config(run_id, cfg)
     try:
         model, _ = load_model(run_id, cfg)
+    except ModelRefused:
+        raise
     except ModelNotFound as e:  # e.g. studies run with tracking.log_model=false
         log.warning("best trial %d has no loadable model; no test evaluation (%s)", best.number, e)
         return None

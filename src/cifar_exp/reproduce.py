@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from cifar_exp import provenance
-from cifar_exp.config import METRICS, Config, ConfigError, with_overrides
+from cifar_exp.config import MAX_SEED, METRICS, Config, ConfigError, with_overrides
 from cifar_exp.runs import train_tracked
 from cifar_exp.tracking import run_config, setup
 from cifar_exp.train import Evaluation
@@ -23,6 +23,37 @@ TOLERANCE = 1e-6
 
 
 @dataclass
+class Audit:
+    """One metric of a replication audit: the original value, the new seeds' values, their
+    95 % prediction interval (where one more run falls), and whether the original is in it."""
+
+    metric: str
+    original: float
+    values: list[float]
+    interval: tuple[float, float] | None
+
+    @property
+    def inside(self) -> bool | None:
+        if self.interval is None:
+            return None
+        return self.interval[0] <= self.original <= self.interval[1]
+
+
+@dataclass
+class Replication:
+    """The recorded configuration re-trained with new seeds (`reproduce --seeds k`)."""
+
+    seeds: list[int]
+    run_ids: list[str | None]
+    audits: list[Audit]
+
+    @property
+    def consistent(self) -> bool:
+        """Every audited original value lies inside the replication's interval."""
+        return all(a.inside for a in self.audits)
+
+
+@dataclass
 class Reproduction:
     """A run re-run from its record: per metric (name, original, new, new - original), and
     what differs in the provenance (commit, versions, data)."""
@@ -31,6 +62,7 @@ class Reproduction:
     reproduction: str | None
     rows: list[tuple[str, float, float, float]]
     warnings: list[str] = field(default_factory=list)
+    replication: Replication | None = None  # with --seeds
 
     @property
     def identical(self) -> bool:
@@ -42,9 +74,13 @@ class Reproduction:
 
 
 def reproduce(
-    run_id: str, cfg: Config, overrides: list[str] | tuple[str, ...] = ()
+    run_id: str, cfg: Config, overrides: list[str] | tuple[str, ...] = (), seeds: int = 0
 ) -> Reproduction:
-    """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`."""
+    """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`;
+    with `seeds` k >= 2, also re-train it with k new seeds and audit the original values
+    against the replication's 95 % prediction interval."""
+    if seeds == 1 or seeds < 0:
+        raise ConfigError("reproduce --seeds: takes 0 (no replication) or at least 2 seeds")
     setup(cfg.tracking)
     client = MlflowClient()
     try:
@@ -76,7 +112,36 @@ def reproduce(
         reproduction=out.run_id,
         rows=rows,
         warnings=_differences(original.data.tags, new.data.tags if new else {}),
+        replication=_replicate(run_id, recorded, original.data.metrics, seeds, evaluate_test)
+        if seeds
+        else None,
     )
+
+
+def _replicate(
+    run_id: str, recorded: Config, metrics: dict[str, float], k: int, evaluate_test: bool
+) -> Replication:
+    """k new seeds (after the original's), same data split; each original final metric the
+    runs have is audited against the new values' 95 % prediction interval."""
+    from cifar_exp.stats import prediction_interval
+
+    start = recorded.trainer.seed + 1
+    seeds = [(start + i) % (MAX_SEED + 1) for i in range(k)]
+    results = [
+        train_tracked(
+            with_overrides(recorded, {"trainer.seed": seed, "tracking.log_model": False}),
+            run_name=f"replicate-{run_id[:8]}-seed-{seed}",
+            extra_tags={"replicates": run_id, "seed": str(seed)},
+            evaluate_test=evaluate_test,
+        )
+        for seed in seeds
+    ]
+    audits = []
+    for key in COMPARED:
+        values = [{**r.final, **_test(r.test)}.get(key) for r in results]
+        if key in metrics and all(v is not None for v in values):
+            audits.append(Audit(key, metrics[key], values, prediction_interval(values)))
+    return Replication(seeds, [r.run_id for r in results], audits)
 
 
 def _test(test: Evaluation | None) -> dict[str, float]:

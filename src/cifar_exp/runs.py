@@ -12,7 +12,7 @@ from typing import Any
 import mlflow
 
 from cifar_exp import plots, tracking
-from cifar_exp.config import Config
+from cifar_exp.config import Config, TrackingConfig
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.train import Evaluation, TrainResult, evaluate, train
 
@@ -89,3 +89,49 @@ def _summary(model: Any) -> str:
     buf = io.StringIO()
     model.summary(print_fn=lambda line, line_break=True: buf.write(line + "\n"), line_length=100)
     return buf.getvalue()
+
+
+def log_seed_aggregate(
+    tracking_cfg: TrackingConfig, run_id: str, seeds: list[int], results: list[TrainResult]
+) -> None:
+    """On a run that holds a configuration's seed runs: every per-epoch metric's mean over the
+    seeds that reached the epoch (`step=epoch`, so the MLflow UI charts the mean curve) and its
+    standard deviation (`<metric>_std`); each final metric's mean, std and 95 % interval
+    (`<metric>_ci_low`, `<metric>_ci_high`); `n_seeds`; and the per-seed values (seeds.csv)."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from cifar_exp.stats import summarize
+
+    stamp = int(time.time() * 1000)
+    points: list[Metric] = [Metric("n_seeds", float(len(results)), stamp, 0)]
+    keys = sorted({k for r in results for k in r.history})
+    for key in keys:
+        longest = max(len(r.history.get(key, [])) for r in results)
+        for epoch in range(longest):
+            values = [r.history[key][epoch] for r in results if len(r.history.get(key, [])) > epoch]
+            points.append(Metric(key, float(np.mean(values)), stamp, epoch + 1))
+            if len(values) > 1:
+                points.append(Metric(f"{key}_std", float(np.std(values, ddof=1)), stamp, epoch + 1))
+        finals = [r.final[key] for r in results if key in r.final]
+        s = summarize(finals)
+        if s.ci_low is not None:
+            points += [
+                Metric(f"{key}_ci_low", s.ci_low, stamp, longest),
+                Metric(f"{key}_ci_high", s.ci_high, stamp, longest),
+            ]
+    finite = [m for m in points if np.isfinite(m.value)]
+    client = MlflowClient(tracking.tracking_uri(tracking_cfg))
+    for i in range(0, len(finite), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=finite[i : i + 1000])
+    table = pd.DataFrame(
+        [
+            {"seed": seed, "run_id": r.run_id, **r.final}
+            for seed, r in zip(seeds, results, strict=False)
+        ]
+    )
+    client.log_text(run_id, table.to_csv(index=False), "seeds.csv")

@@ -66,8 +66,9 @@ def check_store(cfg: TrackingConfig) -> str:
             os.environ.setdefault(key, value)
         _probe(uri)
         return uri
+    database = uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
     try:
-        return check_url(uri, "MLflow store") if uri.startswith("sqlite") else uri
+        return check_url(uri, "MLflow store") if database else uri
     except StoreError as e:
         raise TrackingUnavailable(str(e)) from None
 
@@ -77,11 +78,16 @@ def _probe(uri: str) -> None:
     import requests
 
     reason = ""
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    )
     for delay in (*PROBE_DELAYS, None):
         try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5, verify=verify)
             return
-        except requests.RequestException as e:
+        except requests.exceptions.SSLError:
+            return  # it answered: TLS is MLflow's to settle, with its own settings
+        except (requests.ConnectionError, requests.Timeout) as e:
             errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))
             reason = errno.group(1).strip() if errno else type(e).__name__
         if delay is not None:
@@ -105,7 +111,15 @@ def setup(cfg: TrackingConfig) -> str:
         root = Path(cfg.dir).resolve()
         root.mkdir(parents=True, exist_ok=True)
         artifacts = (root / "artifacts").as_uri()
+    # MLflow also exports the URI as MLFLOW_TRACKING_URI, from which `tracking.uri` defaults:
+    # a later config composed in this process (a notebook, the next study) would silently
+    # write to this store. MLflow keeps the URI in memory; the environment stays as it was.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
     if experiment is not None:
         return experiment.experiment_id
@@ -162,7 +176,7 @@ def run(
 
 def log_config(cfg: Config) -> None:
     """The resolved config: as params (dotted keys, search space left out) and as YAML."""
-    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("search.")}
+    params = {k: v for k, v in flatten(cfg).items() if not k.startswith(("search.", "reference"))}
     mlflow.log_params(params)
     mlflow.log_text(to_yaml(cfg), "config.yaml")
 
@@ -184,8 +198,8 @@ def read_test_metrics(run_id: str) -> Evaluation | None:
         return None
     path = client.download_artifacts(run_id, "test_metrics.json")
     record = json.loads(Path(path).read_text())
-    record.pop("class_names", None)
-    return Evaluation(**record, run_id=run_id, cached=True)
+    fields = ("loss", "accuracy", "per_class_accuracy", "confusion_matrix")
+    return Evaluation(**{k: record[k] for k in fields}, run_id=run_id, cached=True)
 
 
 def log_model(model: Any) -> Any:
@@ -217,6 +231,31 @@ def tag_run(run_id: str, tags: dict[str, str], cfg: TrackingConfig | None = None
         client.set_tag(run_id, key, value)
 
 
+def create_run(
+    cfg: Config, name: str, parent_run_id: str | None, tags: dict[str, str] | None = None
+) -> str:
+    """A run that holds others (a trial's seeds): its config as params and YAML, nested under
+    `parent_run_id`; ended with `end_run`. Returns its id."""
+    from mlflow.entities import Param
+
+    experiment_id = setup(cfg.tracking)
+    client = MlflowClient()
+    all_tags = {**run_tags(cfg), **(tags or {}), "mlflow.runName": name}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    params = {k: v for k, v in flatten(cfg).items() if not k.startswith(("search.", "reference"))}
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i : i + 100])
+    client.log_text(run_id, to_yaml(cfg), "config.yaml")
+    return run_id
+
+
+def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient(tracking_uri(cfg)).set_terminated(run_id, status)
+
+
 def close_run(cfg: TrackingConfig, run_id: str, status: str, reason: str) -> None:
     """End a run left open by a dead process (status KILLED or FAILED, with the reason)."""
 
@@ -238,6 +277,8 @@ def run_config(run_id: str, cfg: Config, overrides: list[str] | tuple[str, ...] 
     client = MlflowClient(tracking_uri(cfg.tracking))
     recorded = OmegaConf.load(client.download_artifacts(run_id, "config.yaml"))
     recorded.tracking = OmegaConf.create(to_dict(cfg)["tracking"])
+    # how a run was searched is not part of what it trained: today's search settings apply
+    recorded.search = OmegaConf.create(to_dict(cfg)["search"])
     path = recorded.data.path
     if path and not Path(path).expanduser().exists():
         try:

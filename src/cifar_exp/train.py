@@ -11,22 +11,21 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
+# the callbacks are part of train's API
+from cifar_exp.callbacks import PLAIN_LOSS, EpochRecorder, Lookahead
+from cifar_exp.callbacks import EpochHook as EpochHook
+from cifar_exp.callbacks import TrainingDiverged as TrainingDiverged
 from cifar_exp.config import AdamConfig, Config, SGDConfig, TrainerConfig
 from cifar_exp.data import NUM_CLASSES, Splits, make_dataset
 from cifar_exp.models import build_model
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -43,6 +42,26 @@ class Evaluation:
     run_id: str | None = None
     model: str | None = None
     cached: bool = False
+
+    @property
+    def n(self) -> int:
+        return int(sum(sum(row) for row in self.confusion_matrix))
+
+    def accuracy_interval(self) -> tuple[float, float]:
+        """Wilson's 95 % interval of the accuracy on these n images."""
+        from cifar_exp.stats import accuracy_interval
+
+        right = sum(self.confusion_matrix[i][i] for i in range(len(self.confusion_matrix)))
+        return accuracy_interval(right, self.n)
+
+    def per_class_intervals(self) -> list[tuple[float, float] | None]:
+        """Wilson's 95 % interval of each class's accuracy (None for a class with no image)."""
+        from cifar_exp.stats import accuracy_interval
+
+        rows = self.confusion_matrix
+        return [
+            accuracy_interval(row[i], sum(row)) if sum(row) else None for i, row in enumerate(rows)
+        ]
 
     def metrics(self) -> dict[str, Any]:
         """The measured values alone (what test_metrics.json holds)."""
@@ -148,101 +167,6 @@ def build_optimizer(cfg: SGDConfig | AdamConfig, total_steps: int = 0) -> Any:
     raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
 
 
-def current_lr(optimizer: Any) -> float:
-    """The learning rate the optimizer applies at its current step (schedules evaluated)."""
-    lr = optimizer.learning_rate
-    return float(lr(optimizer.iterations) if callable(lr) else lr)
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Adds `lr` and `epoch_time` (s) to each epoch's logs, keeps the history, stops on NaN.
-
-    It must come first among the callbacks so that the others see the added keys.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[float]] = {}
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs if logs is not None else {}
-        logs["epoch_time"] = time.perf_counter() - self._start
-        logs["lr"] = current_lr(self.model.optimizer)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-            raise TrainingDiverged(f"loss became {float(loss)} in epoch {epoch + 1}")
-
-
-class EpochHook(keras.callbacks.Callback):
-    """Calls `decide(epoch, logs)` at each epoch's end (epochs count from 1) and stops the
-    training when it returns True: how a study's pruning reaches a training, wherever the
-    training runs."""
-
-    def __init__(self, decide: Callable[[int, dict[str, float]], bool]) -> None:
-        super().__init__()
-        self.decide = decide
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.decide(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):
-            self.model.stop_training = True
-
-
-class Lookahead(keras.callbacks.Callback):
-    """Weight averaging as airbench does it: from epoch `start_epoch` on, every `every` steps
-    the weights (batch-norm statistics included) move to an exponential moving average of
-    themselves, whose decay grows as (step / total)**power, and they are set to the average
-    after the last step of every epoch, so validation sees it. Fast early, strongly averaged at
-    the end."""
-
-    def __init__(
-        self,
-        total_steps: int,
-        start_epoch: int = 3,
-        every: int = 5,
-        base: float = 0.95,
-        power: float = 3.0,
-    ) -> None:
-        super().__init__()
-        self.total_steps, self.start_epoch, self.every = total_steps, start_epoch, every
-        self.base, self.power = base, power
-        self._step, self._epoch, self._average = 0, 0, None
-
-    def _weights(self) -> list[Any]:
-        return [v for v in self.model.weights if "float" in str(v.dtype)]
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._step += 1
-        if self._epoch >= self.start_epoch and self._step % self.every == 0:
-            if self._average is None:
-                # a copy: a Keras variable made from another's value shares its storage
-                self._average = [
-                    keras.Variable(keras.ops.copy(v.value), trainable=False)
-                    for v in self._weights()
-                ]
-            else:
-                rho = self.base**self.every * (self._step / self.total_steps) ** self.power
-                for avg, v in zip(self._average, self._weights(), strict=True):
-                    avg.assign(avg.value + (1 - rho) * (v.value - avg.value))
-        # every update above ends here too: the weights become the average
-        last_of_epoch = batch + 1 == self.params.get("steps")
-        if self._average is not None and (last_of_epoch or self._step % self.every == 0):
-            for avg, v in zip(self._average, self._weights(), strict=True):
-                v.assign(avg.value)
-
-
 # --------------------------------------------------------------------------- train / evaluate
 
 
@@ -261,19 +185,26 @@ def compile_model(cfg: Config, steps_per_epoch: int = 0, images: Any = None) -> 
     `images` (the training images) for models that initialise from data.
 
     With label smoothing the labels come one-hot (see `make_dataset`) and the loss is the
-    categorical one; otherwise the reference's sparse cross-entropy on integer labels.
+    categorical one; otherwise the reference's sparse cross-entropy on integer labels. Where
+    the training objective is not plain cross-entropy (label smoothing, weight penalties), the
+    plain cross-entropy is measured too (`xent`), so that every loss reported is the same
+    quantity (see `EpochRecorder`).
     """
     model = build_model(cfg.model, images=images)
     t = cfg.trainer
+    metrics: list[Any]
     if t.label_smoothing:
         loss: Any = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
-        metric: Any = keras.metrics.CategoricalAccuracy(name="accuracy")
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        metrics.append(keras.metrics.CategoricalCrossentropy(name=PLAIN_LOSS))
     else:
-        loss, metric = "sparse_categorical_crossentropy", "accuracy"
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+        if model.losses:  # weight penalties are added to the loss Keras reports
+            metrics.append(keras.metrics.SparseCategoricalCrossentropy(name=PLAIN_LOSS))
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps_per_epoch * t.epochs),
         loss=loss,
-        metrics=[metric],
+        metrics=metrics,
         jit_compile=_jit(t.jit_compile),
     )
     return model
@@ -334,10 +265,19 @@ def train(
     )
 
 
+def predict_probs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 images, scaled as in training."""
+    ds = make_dataset(x, np.zeros(len(x), np.int64), batch_size, shuffle=False, seed=0)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def predict_classes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return predict_probs(model, x, batch_size).argmax(axis=1)
+
+
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Evaluation:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
-    ds = make_dataset(x, y, batch_size, shuffle=False, seed=0)
-    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    probs = predict_probs(model, x, batch_size)
     pred = probs.argmax(axis=1)
     eps = 1e-7  # Keras's clipping in sparse_categorical_crossentropy
     loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], eps, 1 - eps)).mean())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -14,6 +15,7 @@ import optuna
 from cifar_exp import interrupts, runs, tracking
 from cifar_exp.config import Config, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
+from cifar_exp.stats import summarize
 from cifar_exp.study import trial_process
 from cifar_exp.study.progress import NullReporter, Reporter
 from cifar_exp.study.space import Param
@@ -64,7 +66,8 @@ def objective(
     parent_run_id: str | None = None,
     reporter: Reporter | None = None,
 ) -> float:
-    """Train `cfg` with the trial's suggestions; returns the last epoch's `search.metric`."""
+    """Train `cfg` with the trial's suggestions, with `search.seeds` seeds; returns the mean of
+    their last epoch's `search.metric`."""
     reporter = reporter or NullReporter()
     claim_slot(trial, cfg.search.n_trials)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -72,15 +75,32 @@ def objective(
     reporter.trial_started(trial.number, params)
     trial_cfg = with_overrides(cfg, params)
     judge = EpochJudge(trial, cfg.search.metric, trial_cfg.trainer.epochs, reporter)
+    study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
+    tags = {
+        "optuna.study_name": getattr(study, "study_name", "-"),
+        "optuna.trial_number": str(trial.number),
+    }
+    if any(k.startswith("data.") for k in params):
+        splits = None  # the trial's own data config
     try:
-        result = _train(
-            trial,
-            trial_cfg,
-            judge,
-            splits,
-            parent_run_id,
-            searches_data=any(k.startswith("data.") for k in params),
-        )
+        if cfg.search.seeds == 1:
+            seeds = [trial_cfg.trainer.seed]
+            results = [
+                train_config(
+                    trial_cfg,
+                    judge,
+                    splits,
+                    parent_run_id=parent_run_id,
+                    run_name=f"trial-{trial.number:03d}",
+                    tags=tags,
+                    on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                )
+            ]
+            run_id = results[0].run_id
+        else:
+            seeds, results, run_id = _train_seeds(
+                trial, trial_cfg, params, judge, splits, parent_run_id, tags, reporter
+            )
     except KeyboardInterrupt as e:  # Optuna fails the trial and stops; keep the reason too
         with contextlib.suppress(Exception):
             trial.set_user_attr("fail_reason", interrupts.reason(e))
@@ -89,59 +109,137 @@ def objective(
         reason = str(e) if isinstance(e, trial_process.TrialError) else f"{type(e).__name__}: {e}"
         trial.set_user_attr("fail_reason", reason[:2000])
         raise
-    trial.set_user_attr("epochs_run", result.epochs_run)
-    trial.set_user_attr("train_time", result.train_time)
-    for key, value in result.final.items():
-        trial.set_user_attr(key, value)
-    state = "COMPLETE" if judge.pruned_at is None else "PRUNED"
-    if judge.pruned_at is not None:
-        trial.set_user_attr("pruned_at_epoch", judge.pruned_at)
-    if result.run_id:
-        tags = {"optuna.state": state}
-        if judge.pruned_at is not None:
-            tags["pruned_at_epoch"] = str(judge.pruned_at)
-        tracking.tag_run(result.run_id, tags, trial_cfg.tracking)
-    if judge.pruned_at is not None:
-        raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
-    return float(result.final[cfg.search.metric])
+    return _record(trial, trial_cfg, seeds, results, run_id, judge)
 
 
-def _train(
+def _train_seeds(
     trial: optuna.Trial,
     cfg: Config,
+    params: dict[str, Any],
     judge: EpochJudge,
     splits: Splits | None,
     parent_run_id: str | None,
+    tags: dict[str, str],
+    reporter: Reporter,
+) -> tuple[list[int], list[TrainResult], str | None]:
+    """The configuration trained with seeds trainer.seed, +1, ...: each seed a run nested under
+    the trial's run, which then holds their aggregate. The pruner judges the first seed's
+    epochs; a pruned configuration trains no more seeds. Only the first seed logs a model."""
+    seeds = [cfg.trainer.seed + i for i in range(cfg.search.seeds)]
+    name = f"trial-{trial.number:03d}"
+    holder = None
+    if cfg.tracking.enabled:
+        holder = tracking.create_run(cfg, name, parent_run_id, {**tags, "seeds": str(seeds)})
+        trial.set_user_attr("mlflow_run_id", holder)
+    results: list[TrainResult] = []
+
+    def progress(epoch: int, logs: dict) -> bool:
+        reporter.epoch_ended(trial.number, epoch, cfg.trainer.epochs, logs)
+        return False
+
+    try:
+        for i, seed in enumerate(seeds):
+            if i:
+                reporter.trial_started(trial.number, {**params, "seed": seed})
+            seed_cfg = with_overrides(
+                cfg, {"trainer.seed": seed, "tracking.log_model": cfg.tracking.log_model and i == 0}
+            )
+            results.append(
+                train_config(
+                    seed_cfg,
+                    judge if i == 0 else progress,
+                    splits,
+                    parent_run_id=holder or parent_run_id,
+                    run_name=f"{name}-seed-{seed}",
+                    tags={**tags, "seed": str(seed)},
+                    on_run=(lambda rid: trial.set_user_attr("model_run_id", rid))
+                    if i == 0
+                    else None,
+                )
+            )
+            if judge.pruned_at is not None:
+                break
+        if holder:
+            runs.log_seed_aggregate(cfg.tracking, holder, seeds, results)
+            tracking.end_run(cfg.tracking, holder)
+    except KeyboardInterrupt as e:
+        if holder:
+            tracking.close_run(cfg.tracking, holder, "KILLED", interrupts.reason(e))
+        raise
+    except Exception as e:
+        if holder:
+            tracking.close_run(cfg.tracking, holder, "FAILED", f"{type(e).__name__}: {e}"[:5000])
+        raise
+    return seeds[: len(results)], results, holder
+
+
+def _record(
+    trial: optuna.Trial,
+    cfg: Config,
+    seeds: list[int],
+    results: list[TrainResult],
+    run_id: str | None,
+    judge: EpochJudge,
+) -> float:
+    """The trial's user attributes and run tags; its value, or TrialPruned."""
+    metric = cfg.search.metric
+    values = [r.final[metric] for r in results if metric in r.final]
+    trial.set_user_attr("epochs_run", results[0].epochs_run)
+    trial.set_user_attr("train_time", sum(r.train_time for r in results))
+    finals = {k: [r.final[k] for r in results if k in r.final] for k in results[0].final}
+    for key, vals in finals.items():
+        trial.set_user_attr(key, sum(vals) / len(vals))
+    trial.set_user_attr("n_seeds", len(values))
+    trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values, strict=True)})
+    if len(values) > 1:
+        s = summarize(values)
+        trial.set_user_attr("value_std", s.std)
+        trial.set_user_attr("ci_low", s.ci_low)
+        trial.set_user_attr("ci_high", s.ci_high)
+    state = "COMPLETE" if judge.pruned_at is None else "PRUNED"
+    if judge.pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", judge.pruned_at)
+    if run_id:
+        tags = {"optuna.state": state}
+        if judge.pruned_at is not None:
+            tags["pruned_at_epoch"] = str(judge.pruned_at)
+        tracking.tag_run(run_id, tags, cfg.tracking)
+    if judge.pruned_at is not None:
+        raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
+    return float(sum(values) / len(values))
+
+
+def train_config(
+    cfg: Config,
+    on_epoch: Callable[[int, dict], bool],
+    splits: Splits | None,
     *,
-    searches_data: bool,
+    parent_run_id: str | None,
+    run_name: str,
+    tags: dict[str, str],
+    on_run: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """The trial's tracked training: in a fresh process (`search.isolate_trials`, memory stays
-    flat) or in this one, on `splits` unless the trial searches the data config."""
-    study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
+    """One tracked training of `cfg` (no test evaluation): in a fresh process
+    (`search.isolate_trials`, memory stays flat) or in this one, on `splits` if given.
+    `on_epoch(epoch, logs)` runs here after every epoch; True stops the training."""
     kwargs: dict[str, Any] = {
         "parent_run_id": parent_run_id,
-        "run_name": f"trial-{trial.number:03d}",
-        "extra_tags": {
-            "optuna.study_name": getattr(study, "study_name", "-"),
-            "optuna.trial_number": str(trial.number),
-        },
+        "run_name": run_name,
+        "extra_tags": tags,
         "evaluate_test": False,
         "verbose": "0",
     }
-
-    def link(run_id: str) -> None:
-        trial.set_user_attr("mlflow_run_id", run_id)
-
+    link = on_run or (lambda run_id: None)
     if cfg.search.isolate_trials:
         return trial_process.run_trial(
             to_dict(cfg),
-            judge,
+            on_epoch,
             on_run=link,
             close_run=lambda run_id, status, reason: tracking.close_run(
                 cfg.tracking, run_id, status, reason
             ),
             **kwargs,
         )
-    if splits is None or searches_data:
+    if splits is None:
         splits = load_cifar10(cfg.data)
-    return runs.train_tracked(cfg, splits, callbacks=[EpochHook(judge)], on_run=link, **kwargs)
+    return runs.train_tracked(cfg, splits, callbacks=[EpochHook(on_epoch)], on_run=link, **kwargs)

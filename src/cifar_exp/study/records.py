@@ -48,7 +48,7 @@ def study_parent_run(cfg: Config, study: optuna.Study) -> str:
     params = [
         Param(k, mask(str(v)))
         for k, v in flatten(cfg).items()
-        if not k.startswith("search.n_trials")
+        if not k.startswith(("search.n_trials", "reference"))
     ]
     client.log_batch(run_id, params=params)
     client.log_text(run_id, to_yaml(cfg), "config.yaml")
@@ -57,12 +57,25 @@ def study_parent_run(cfg: Config, study: optuna.Study) -> str:
 
 
 def close_trial_run(tracking_cfg: TrackingConfig, trial: optuna.trial.FrozenTrial) -> None:
-    """End the MLflow run of a trial whose worker died (its heartbeat went stale)."""
+    """End the MLflow run of a trial whose worker died (its heartbeat went stale), and the
+    seed runs under it that were still running."""
     run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id and tracking_cfg.enabled:
-        tracking.close_run(
-            tracking_cfg, run_id, "KILLED", "worker died: no heartbeat (trial re-queued)"
+    if not (run_id and tracking_cfg.enabled):
+        return
+    reason = "worker died: no heartbeat (trial re-queued)"
+    client = MlflowClient(tracking.tracking_uri(tracking_cfg))
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        children = client.search_runs(
+            [experiment],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
         )
+    except MlflowException as e:
+        log.warning("could not look up the seed runs of run %s: %s", run_id, e)
+        children = []
+    for child in children:
+        tracking.close_run(tracking_cfg, child.info.run_id, "KILLED", reason)
+    tracking.close_run(tracking_cfg, run_id, "KILLED", reason)
 
 
 def log_study(run_id: str, study: optuna.Study) -> None:

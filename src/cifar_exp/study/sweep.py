@@ -17,10 +17,13 @@ from typing import Any
 import keras
 import optuna
 
+from cifar_exp import stats
 from cifar_exp.config import Config, ConfigError, flatten, mask
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.registry import Registration, register_best
+from cifar_exp.stats import Summary
 from cifar_exp.study import records
+from cifar_exp.study.confirm import Confirmation, confirm, log_confirmation, recorded
 from cifar_exp.study.objective import objective
 from cifar_exp.study.progress import NullReporter, Progress, Reporter, TrialOutcome
 from cifar_exp.study.space import Param, grid_size, make_pruner, make_sampler, parse_space
@@ -40,10 +43,15 @@ EXHAUSTED = "search space exhausted"
 
 @dataclass(frozen=True)
 class BestTrial:
+    """The study's best configuration: on the confirmed means when a confirmation ran, else
+    the best trial's value (then `summary` says how many seeds it rests on)."""
+
     number: int
     value: float
     params: dict[str, Any]
     run_id: str | None  # its MLflow run
+    model_run_id: str | None  # the run whose model is the configuration's
+    summary: Summary | None = None  # its seed values: n, mean, std, 95 % interval
 
 
 @dataclass
@@ -60,6 +68,7 @@ class SweepSummary:
     best: BestTrial | None
     stopped: str
     registered: Registration | None = None
+    confirmation: Confirmation | None = None
 
     @property
     def done(self) -> bool:
@@ -90,15 +99,16 @@ def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
     comparable = {
         k: v
         for k, v in flatten(cfg).items()
-        if not k.startswith(("search.n_trials", "search.timeout"))
+        if not k.startswith(("search.n_trials", "search.timeout", "reference"))
     }
     before = study.user_attrs.get("config")
+    # a key the study's record lacks came with a newer version of the tool: not a change
+    changed = sorted(
+        k for k in set(before or {}) if before.get(k) != comparable.get(k, before.get(k))
+    )
     if before is None:
         study.set_user_attr("config", comparable)
-    elif before != comparable:
-        changed = sorted(
-            k for k in set(before) | set(comparable) if before.get(k) != comparable.get(k)
-        )
+    elif changed:
         log.warning(
             "study %r resumes with a changed config (%s); use a new search.study_name "
             "for a separate study",
@@ -147,16 +157,69 @@ def sweep(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
     stopped = "complete"
     try:
         stopped = _work(cfg, study, _TrialRunner(cfg, space, splits, parent, reporter), url)
+        if stopped in ("complete", EXHAUSTED) and cfg.search.confirm.top_k:
+            with study_lock(url):  # the workers of a study take turns: one trains, the rest find
+                _confirm(cfg, study, url, splits, parent, reporter)  # nothing left to train
     except KeyboardInterrupt:
         stopped = "interrupted"
         raise
     finally:
         _close(study, parent, target, stopped)
+    return _summary_and_registration(study, cfg, parent, stopped, url)
+
+
+def confirm_study(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
+    """The confirmation stage on an existing study (`python -m cifar_exp confirm STUDY`):
+    resumable like a sweep, whatever `search.seeds` its trials ran with."""
+    reporter = reporter or NullReporter()
+    space = parse_space(cfg)
+    url = storage_url(cfg)
+    with study_lock(url):
+        try:
+            optuna.load_study(study_name=cfg.search.study_name, storage=url)
+        except KeyError:
+            raise ConfigError(
+                f"search.study_name: no study {cfg.search.study_name!r} in {mask(url)}; "
+                "run `sweep` first"
+            ) from None
+        study = open_study(cfg, space, url)
+        parent = records.study_parent_run(cfg, study) if cfg.tracking.enabled else None
+    reporter.study_started(retrying(lambda: _progress(study, cfg.search.n_trials), url))
+    splits = None if cfg.search.isolate_trials else load_cifar10(cfg.data)
+    stopped = "complete"
+    try:
+        with study_lock(url):
+            _confirm(cfg, study, url, splits, parent, reporter)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        raise
+    finally:
+        _close(study, parent, cfg.search.n_trials, stopped)
+    return _summary_and_registration(study, cfg, parent, stopped, url)
+
+
+def _confirm(
+    cfg: Config,
+    study: optuna.Study,
+    url: str,
+    splits: Splits | None,
+    parent: str | None,
+    reporter: Reporter,
+) -> None:
+    result = confirm(cfg, study, url, splits, reporter)
+    if result is not None:
+        reporter.confirmed(result)
+        if parent is not None:
+            log_confirmation(cfg, parent, result)
+
+
+def _summary_and_registration(
+    study: optuna.Study, cfg: Config, parent: str | None, stopped: str, url: str
+) -> SweepSummary:
     summary = retrying(lambda: summarize(study, cfg, parent, stopped), url)
-    if summary.best and summary.best.run_id and _registers(cfg):
-        summary.registered = register_best(
-            cfg, summary.best.run_id, summary.best.value, study.study_name
-        )
+    best = summary.best
+    if best and best.model_run_id and _registers(cfg):
+        summary.registered = register_best(cfg, best.model_run_id, best.value, study.study_name)
     return summary
 
 
@@ -248,7 +311,7 @@ def _registers(cfg: Config) -> bool:
 
 def summarize(study: optuna.Study, cfg: Config, parent: str | None, stopped: str) -> SweepSummary:
     """The study as it stands after this sweep."""
-    best = best_trial(study)
+    confirmation = recorded(study)
     return SweepSummary(
         study_name=study.study_name,
         storage=mask(storage_url(cfg)),
@@ -256,8 +319,26 @@ def summarize(study: optuna.Study, cfg: Config, parent: str | None, stopped: str
         counts=counts(study),
         finished=n_finished(study),
         target=cfg.search.n_trials,
-        best=BestTrial(best.number, best.value, best.params, best.user_attrs.get("mlflow_run_id"))
-        if best
-        else None,
+        best=_best(study, confirmation),
         stopped=stopped,
+        confirmation=confirmation,
+    )
+
+
+def _best(study: optuna.Study, confirmation: Confirmation | None) -> BestTrial | None:
+    if confirmation is not None:
+        w = confirmation.winner
+        s = w.summary
+        return BestTrial(w.number, s.mean, w.params, w.run_id, w.model_run_id, s)
+    best = best_trial(study)
+    if best is None:
+        return None
+    values = list(best.user_attrs.get("seed_values", {}).values()) or [best.value]
+    return BestTrial(
+        best.number,
+        best.value,
+        best.params,
+        best.user_attrs.get("mlflow_run_id"),
+        best.user_attrs.get("model_run_id") or best.user_attrs.get("mlflow_run_id"),
+        stats.summarize(values),
     )

@@ -182,8 +182,8 @@ def _child_main(
             **kwargs,
         )
         conn.send(("done", dataclasses.replace(result, model=None)))
-    except KeyboardInterrupt:
-        sys.exit(130)  # the run is already marked KILLED; the sweep reports the interruption
+    except KeyboardInterrupt as e:  # the run is already marked KILLED; the sweep reports it
+        sys.exit(interrupts.exit_code(e))
     except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"[:2000]))
     finally:

@@ -1,0 +1,118 @@
+"""Keras callbacks of a training: the epoch recorder (history, lr, epoch time, plain
+cross-entropy, divergence), the hook through which a study's pruning reaches a training, and
+airbench's Lookahead weight averaging. Keras only."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def current_lr(optimizer: Any) -> float:
+    """The learning rate the optimizer applies at its current step (schedules evaluated)."""
+    lr = optimizer.learning_rate
+    return float(lr(optimizer.iterations) if callable(lr) else lr)
+
+
+PLAIN_LOSS = "xent"  # plain cross-entropy, measured where the objective differs from it
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Adds `lr` and `epoch_time` (s) to each epoch's logs, keeps the history, stops on NaN.
+
+    Every loss it leaves in the logs is plain cross-entropy: where the training objective
+    differs (label smoothing, weight penalties), `loss` / `val_loss` become the measured plain
+    cross-entropy and the objective is kept as `objective` / `val_objective`.
+    It must come first among the callbacks so that the others see these keys.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        for prefix in ("", "val_"):
+            if f"{prefix}{PLAIN_LOSS}" in logs:
+                logs[f"{prefix}objective"] = logs[f"{prefix}loss"]
+                logs[f"{prefix}loss"] = logs.pop(f"{prefix}{PLAIN_LOSS}")
+        logs["epoch_time"] = time.perf_counter() - self._start
+        logs["lr"] = current_lr(self.model.optimizer)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise TrainingDiverged(f"loss became {float(loss)} in epoch {epoch + 1}")
+
+
+class EpochHook(keras.callbacks.Callback):
+    """Calls `decide(epoch, logs)` at each epoch's end (epochs count from 1) and stops the
+    training when it returns True: how a study's pruning reaches a training, wherever the
+    training runs."""
+
+    def __init__(self, decide: Callable[[int, dict[str, float]], bool]) -> None:
+        super().__init__()
+        self.decide = decide
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.decide(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):
+            self.model.stop_training = True
+
+
+class Lookahead(keras.callbacks.Callback):
+    """Weight averaging as airbench does it: from epoch `start_epoch` on, every `every` steps
+    the weights (batch-norm statistics included) move to an exponential moving average of
+    themselves, whose decay grows as (step / total)**power, and they are set to the average
+    after the last step of every epoch, so validation sees it. Fast early, strongly averaged at
+    the end."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        start_epoch: int = 3,
+        every: int = 5,
+        base: float = 0.95,
+        power: float = 3.0,
+    ) -> None:
+        super().__init__()
+        self.total_steps, self.start_epoch, self.every = total_steps, start_epoch, every
+        self.base, self.power = base, power
+        self._step, self._epoch, self._average = 0, 0, None
+
+    def _weights(self) -> list[Any]:
+        return [v for v in self.model.weights if "float" in str(v.dtype)]
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._step += 1
+        if self._epoch >= self.start_epoch and self._step % self.every == 0:
+            if self._average is None:
+                # a copy: a Keras variable made from another's value shares its storage
+                self._average = [
+                    keras.Variable(keras.ops.copy(v.value), trainable=False)
+                    for v in self._weights()
+                ]
+            else:
+                rho = self.base**self.every * (self._step / self.total_steps) ** self.power
+                for avg, v in zip(self._average, self._weights(), strict=True):
+                    avg.assign(avg.value + (1 - rho) * (v.value - avg.value))
+        # every update above ends here too: the weights become the average
+        last_of_epoch = batch + 1 == self.params.get("steps")
+        if self._average is not None and (last_of_epoch or self._step % self.every == 0):
+            for avg, v in zip(self._average, self._weights(), strict=True):
+                v.assign(avg.value)

@@ -1,0 +1,126 @@
+"""What each command does: call one function of the library and show its result (the CLI's
+parsing and error handling are in __main__)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from cifar_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cifar_exp.config import Config
+
+
+class CommandError(UserError, ValueError):
+    """A command that cannot run here; printed as one line, exit code 2."""
+
+
+def cmd_train(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.config import mask
+    from cifar_exp.console import show_train
+    from cifar_exp.runs import train_tracked
+    from cifar_exp.tracking import tracking_uri
+
+    show_train(console, train_tracked(cfg), mask(tracking_uri(cfg.tracking)))
+    return 0
+
+
+def cmd_sweep(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.config import mask
+    from cifar_exp.console import RichReporter, show_sweep
+    from cifar_exp.study.sweep import sweep
+    from cifar_exp.tracking import tracking_uri
+
+    try:
+        with RichReporter(console, cfg.search.metric) as reporter:
+            out = sweep(cfg, reporter)
+    except KeyboardInterrupt as e:
+        return _interrupted(console, e, "study")
+    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
+    return 0 if out.done else 1
+
+
+def cmd_confirm(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.config import mask
+    from cifar_exp.console import RichReporter, show_sweep
+    from cifar_exp.study.sweep import confirm_study
+    from cifar_exp.tracking import tracking_uri
+
+    try:
+        with RichReporter(console, cfg.search.metric) as reporter:
+            out = confirm_study(cfg, reporter)
+    except KeyboardInterrupt as e:
+        return _interrupted(console, e, "confirmation")
+    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
+    return 0 if out.confirmation else 1
+
+
+def _interrupted(console: Console, e: KeyboardInterrupt, what: str) -> int:
+    from cifar_exp import interrupts
+
+    console.print(
+        f"[yellow]{interrupts.reason(e).split()[0]}:[/] what finished is saved; run the "
+        f"same command again to resume the {what}"
+    )
+    return interrupts.exit_code(e)
+
+
+def cmd_report(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.console import show_report
+    from cifar_exp.report import report
+
+    show_report(console, report(cfg))
+    return 0
+
+
+def cmd_reproduce(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.console import show_reproduce
+    from cifar_exp.reproduce import reproduce
+
+    out = reproduce(args.targets[0], cfg, args.overrides, seeds=args.seeds)
+    show_reproduce(console, out)
+    if out.replication is not None:  # --seeds: the audit decides
+        return 0 if out.replication.consistent else 1
+    return 0 if out.within_tolerance else 1
+
+
+def cmd_evaluate(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.console import show_evaluate
+    from cifar_exp.registry import evaluate_model
+
+    show_evaluate(console, evaluate_model(args.targets[0] if args.targets else None, cfg))
+    return 0
+
+
+def cmd_predict(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.console import show_predictions
+    from cifar_exp.predict import Classifier
+
+    classifier = Classifier.load(args.model, cfg)
+    results = classifier.predict_paths(args.targets, top=args.top)
+    show_predictions(console, results, classifier.source, as_json=args.json)
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_gui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        raise CommandError(
+            "gui: no display (DISPLAY is not set); run it on a desktop, or on a server under "
+            "xvfb-run (xvfb-run python -m cifar_exp gui)"
+        )
+    from cifar_exp.gui import run
+    from cifar_exp.predict import Classifier
+
+    run(lambda: Classifier.load(args.model, cfg))
+    return 0
+
+
+def cmd_ui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.dashboard import serve
+
+    return serve(cfg, console, host=args.host, port=args.port)
