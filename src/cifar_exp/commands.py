@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cifar_exp.errors import UserError
 
@@ -31,33 +31,33 @@ def cmd_train(cfg: Config, console: Console, args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.config import mask
-    from cifar_exp.console import RichReporter, show_sweep
     from cifar_exp.study.sweep import sweep
-    from cifar_exp.tracking import tracking_uri
 
-    try:
-        with RichReporter(console, cfg.search.metric) as reporter:
-            out = sweep(cfg, reporter)
-    except KeyboardInterrupt as e:
-        return _interrupted(console, e, "study")
-    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
-    return 0 if out.done else 1
+    out = _study_command(cfg, console, sweep, "study")
+    return out if isinstance(out, int) else (0 if out.done else 1)
 
 
 def cmd_confirm(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.study.sweep import confirm_study
+
+    out = _study_command(cfg, console, confirm_study, "confirmation")
+    return out if isinstance(out, int) else (0 if out.confirmation else 1)
+
+
+def _study_command(cfg: Config, console: Console, run: Any, what: str) -> Any:
+    """`run(cfg, reporter)` with the progress display, its summary shown; on Ctrl-C or SIGTERM
+    the exit code, after saying how to resume."""
     from cifar_exp.config import mask
     from cifar_exp.console import RichReporter, show_sweep
-    from cifar_exp.study.sweep import confirm_study
     from cifar_exp.tracking import tracking_uri
 
     try:
         with RichReporter(console, cfg.search.metric) as reporter:
-            out = confirm_study(cfg, reporter)
+            out = run(cfg, reporter)
     except KeyboardInterrupt as e:
-        return _interrupted(console, e, "confirmation")
+        return _interrupted(console, e, what)
     show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
-    return 0 if out.confirmation else 1
+    return out
 
 
 def _interrupted(console: Console, e: KeyboardInterrupt, what: str) -> int:

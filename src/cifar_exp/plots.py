@@ -6,6 +6,7 @@ Built with matplotlib's object API (no pyplot state, no display needed).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -24,13 +25,7 @@ def curve(
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         values = history.get(key)
         if values:
-            epochs = range(1, len(values) + 1)
-            (line,) = ax.plot(epochs, values, marker="o", markersize=3, label=label)
-            spread = (std or {}).get(key)
-            if spread and len(spread) == len(values):
-                low = [v - s for v, s in zip(values, spread, strict=True)]
-                high = [v + s for v, s in zip(values, spread, strict=True)]
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+            _line(ax, values, (std or {}).get(key), 0.2, marker="o", markersize=3, label=label)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
@@ -117,13 +112,7 @@ def overlay(
     ax = fig.add_subplot()
     for label, values in curves.items():
         if values:
-            epochs = range(1, len(values) + 1)
-            (line,) = ax.plot(epochs, values, marker=".", linewidth=1, label=label)
-            spread = (std or {}).get(label)
-            if spread and len(spread) == len(values):
-                low = [v - d for v, d in zip(values, spread, strict=True)]
-                high = [v + d for v, d in zip(values, spread, strict=True)]
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
+            _line(ax, values, (std or {}).get(label), 0.15, marker=".", linewidth=1, label=label)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
@@ -133,3 +122,15 @@ def overlay(
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _line(
+    ax: Any, values: list[float], spread: list[float] | None, alpha: float, **kw: Any
+) -> None:
+    """Values per epoch (from 1), with a band of ± `spread` around them where given."""
+    epochs = range(1, len(values) + 1)
+    (line,) = ax.plot(epochs, values, **kw)
+    if spread and len(spread) == len(values):
+        low = [v - d for v, d in zip(values, spread, strict=True)]
+        high = [v + d for v, d in zip(values, spread, strict=True)]
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=alpha)
