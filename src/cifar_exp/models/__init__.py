@@ -20,7 +20,7 @@ __all__ = ["SCHEMAS", "available", "build_model", "register"]
 
 
 def build_model(
-    cfg: Any,
+    cfg: Any,  # the model group: one of the SCHEMAS dataclasses, picked by `cfg.name`
     input_shape: tuple[int, int, int] = (32, 32, 3),
     num_classes: int = 10,
     images: Any = None,

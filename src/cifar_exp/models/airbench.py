@@ -78,7 +78,9 @@ def _dirac(kernel: np.ndarray) -> np.ndarray:
 
 
 @register("airbench", AirbenchConfig)
-def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int, images: Any = None) -> Any:
+def build(
+    cfg: AirbenchConfig, input_shape: tuple[int, int, int], num_classes: int, images: Any = None
+) -> Any:
     import keras
     from keras import layers
 

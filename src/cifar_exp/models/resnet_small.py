@@ -33,7 +33,9 @@ class ResNetSmallConfig:
 
 
 @register("resnet_small", ResNetSmallConfig)
-def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int, images: Any = None) -> Any:
+def build(
+    cfg: ResNetSmallConfig, input_shape: tuple[int, int, int], num_classes: int, images: Any = None
+) -> Any:
     import keras
     from keras import layers
 

@@ -19,7 +19,9 @@ class SeedCNNConfig:
 
 
 @register("seed_cnn", SeedCNNConfig)
-def build(cfg: Any, input_shape: tuple[int, int, int], num_classes: int, images: Any = None) -> Any:
+def build(
+    cfg: SeedCNNConfig, input_shape: tuple[int, int, int], num_classes: int, images: Any = None
+) -> Any:
     """conv3x3 -> dropout -> conv3x3 -> maxpool -> flatten -> dense -> dropout -> softmax."""
     import keras
     from keras import layers
