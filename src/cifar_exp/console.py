@@ -132,15 +132,20 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
+def _with_interval(test: Evaluation) -> str:
+    low, high = test.accuracy_interval()
+    return f"{test.accuracy:.4f} (95 % CI {low:.4f}-{high:.4f}, {test.n} images)"
+
+
 def show_train(console: Console, out: TrainResult, uri: str) -> None:
     rows = [(k, f"{v:.4f}") for k, v in out.final.items()]
     if out.test:
         rows += [
             ("test_loss", f"{out.test.loss:.4f}"),
-            ("test_accuracy", f"{out.test.accuracy:.4f}"),
+            ("test_accuracy", _with_interval(out.test)),
         ]
     rows += [("precision", out.precision), ("train_time (s)", f"{out.train_time:.1f}")]
-    console.print(_table("result", rows))
+    console.print(_table("result (one run, seed " + str(out.seed) + ")", rows))
     if out.run_id:
         console.print(
             f"MLflow run [bold]{out.run_id}[/] in {uri}\n"
@@ -212,9 +217,10 @@ def show_report(console: Console, out: ReportResult) -> None:
             t.add_row(*(_fmt(v) for v in row))
         console.print(t)
     if out.test:
+        low, high = out.test.accuracy_interval()
         console.print(
-            f"best model on the test set: accuracy {out.test.accuracy:.4f}, "
-            f"loss {out.test.loss:.4f}"
+            f"best model on the test set: accuracy {out.test.accuracy:.4f} (one model; 95 % CI "
+            f"{low:.4f}-{high:.4f}, Wilson, {out.test.n} images), loss {out.test.loss:.4f}"
         )
     console.print(f"report: {out.html}\n        {out.markdown}")
 

@@ -62,8 +62,14 @@ def _pm(s: Summary | None, digits: int = 4) -> str:
     return f"{s.mean:.{digits}f} ± {(s.ci_high - s.ci_low) / 2:.{digits}f}"
 
 
-def seeds_note(rows: list[TrialRow]) -> str:
+def seeds_note(rows: list[TrialRow], confirmed: bool = False) -> str:
     counts = sorted({int(r.trial.user_attrs.get("n_seeds", 1)) for r in rows if r.history})
+    if counts in ([], [1]) and confirmed:
+        return (
+            "Each trial's value is a single training run (1 seed); differences between trials "
+            "are not tested and may be seed-to-seed noise. The confirmation re-trained the best "
+            "configurations with more seeds and tested them."
+        )
     if counts in ([], [1]):
         return (
             "Every value in this report is a single training run (1 seed); differences between "
@@ -200,7 +206,7 @@ def _statement(a: str, b: str, c: Comparison, alpha: float) -> str:
 def supports(cfg: Config, rows: list[TrialRow], confirmation: Confirmation | None) -> list[str]:
     """ "What the data supports": a few sentences, each from a test or a count."""
     metric, alpha = cfg.search.metric, cfg.search.confirm.alpha
-    lines = ["## What the data supports", "", f"- {seeds_note(rows)}"]
+    lines = ["## What the data supports", "", f"- {seeds_note(rows, confirmation is not None)}"]
     if confirmation is not None:
         w = confirmation.winner
         lines.append(

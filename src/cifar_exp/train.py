@@ -86,6 +86,7 @@ class TrainResult:
     data: dict[str, Any] = field(default_factory=dict)  # the data source and split sizes
     model: Any = None
     run_id: str | None = None
+    seed: int | None = None  # trainer.seed: one result is one seed's
 
     @property
     def final(self) -> dict[str, float]:
@@ -262,6 +263,7 @@ def train(
         epochs_run=len(recorder.history.get("loss", [])),
         data=splits.info,
         model=model,
+        seed=int(t.seed),
     )
 
 
