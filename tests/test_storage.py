@@ -24,43 +24,25 @@ def test_a_sqlite_study_where_no_folder_can_be_made_is_one_clear_error(tmp_path)
         pass
 
 
-def test_sweep_into_a_new_storage_folder_runs(overrides, tmp_path):
-    storage = tmp_path / "new" / "dir" / "optuna.db"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_exp",
-            "sweep",
-            *overrides,
-            "search.n_trials=1",
-            "trainer.epochs=1",
-            "tracking.log_model=false",
-            f"search.storage=sqlite:///{storage}",
-        ],
+def _sweep(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_exp", "sweep", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_sweep_into_a_new_storage_folder_runs(overrides, tmp_path):
+    storage = tmp_path / "new" / "dir" / "optuna.db"
+    fast = ["search.n_trials=1", "trainer.epochs=1", "tracking.log_model=false"]
+    proc = _sweep(*overrides, *fast, f"search.storage=sqlite:///{storage}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert storage.is_file()
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_exp",
-            "sweep",
-            *overrides,
-            f"search.storage=sqlite:///{blocked}/optuna.db",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _sweep(*overrides, f"search.storage=sqlite:///{blocked}/optuna.db")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: study storage")

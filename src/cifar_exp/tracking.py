@@ -50,6 +50,7 @@ HTTP_RETRIES = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
+_ANSWERED: set[str] = set()  # tracking servers that answered their health check here
 PROBE_DELAYS = (1, 2, 4)  # seconds between tries of a tracking server that does not answer
 
 
@@ -64,7 +65,9 @@ def check_store(cfg: TrackingConfig) -> str:
     if uri.startswith(("http://", "https://")):
         for key, value in HTTP_RETRIES.items():
             os.environ.setdefault(key, value)
-        _probe(uri)
+        if uri not in _ANSWERED:  # once per process: every run's set-up passes here
+            _probe(uri)
+            _ANSWERED.add(uri)
         return uri
     database = uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
     try:

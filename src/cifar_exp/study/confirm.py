@@ -19,7 +19,7 @@ from cifar_exp import tracking
 from cifar_exp.config import Config, with_overrides
 from cifar_exp.data import Splits
 from cifar_exp.stats import Comparison, Summary, compare, summarize
-from cifar_exp.study.objective import train_config
+from cifar_exp.study.objective import show_epochs, train_config
 from cifar_exp.study.progress import NullReporter, Reporter
 from cifar_exp.study.storage import retrying
 
@@ -147,7 +147,7 @@ def confirm(
             reporter.trial_started(trial.number, {**candidate.params, "seed": seed})
             result = train_config(
                 with_overrides(trial_cfg, {"trainer.seed": seed, "tracking.log_model": False}),
-                _progress(reporter, trial.number, trial_cfg.trainer.epochs),
+                show_epochs(reporter, trial.number, trial_cfg.trainer.epochs),
                 splits,
                 parent_run_id=candidate.run_id,
                 run_name=f"confirm-{trial.number:03d}-seed-{seed}",
@@ -190,14 +190,6 @@ def _known_values(
     extra = study.user_attrs.get(f"{KEY}_values:{trial.number}", {})
     values.update({int(k): v for k, v in extra.items()})
     return values
-
-
-def _progress(reporter: Reporter, number: int, epochs: int) -> Any:
-    def on_epoch(epoch: int, logs: dict) -> bool:
-        reporter.epoch_ended(number, epoch, epochs, logs)
-        return False
-
-    return on_epoch
 
 
 def log_confirmation(cfg: Config, parent_run_id: str, result: Confirmation) -> None:

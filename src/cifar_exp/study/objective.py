@@ -133,10 +133,7 @@ def _train_seeds(
         trial.set_user_attr("mlflow_run_id", holder)
     results: list[TrainResult] = []
 
-    def progress(epoch: int, logs: dict) -> bool:
-        reporter.epoch_ended(trial.number, epoch, cfg.trainer.epochs, logs)
-        return False
-
+    progress = show_epochs(reporter, trial.number, cfg.trainer.epochs)
     try:
         for i, seed in enumerate(seeds):
             if i:
@@ -207,6 +204,16 @@ def _record(
     if judge.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
     return float(sum(values) / len(values))
+
+
+def show_epochs(reporter: Reporter, number: int, epochs: int) -> Callable[[int, dict], bool]:
+    """An epoch callback that only shows progress (a seed the pruner does not judge)."""
+
+    def on_epoch(epoch: int, logs: dict) -> bool:
+        reporter.epoch_ended(number, epoch, epochs, logs)
+        return False
+
+    return on_epoch
 
 
 def train_config(
