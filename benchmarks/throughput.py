@@ -3,6 +3,14 @@ and batch size, through the tool's own input pipeline (`make_dataset` from uint8
 
     python benchmarks/throughput.py [--models seed_cnn,resnet_small] [--batches 32,128,512]
     python benchmarks/throughput.py --backends jax    # also Keras on JAX (pip install jax)
+    python benchmarks/throughput.py --levers --repeats 3   # small-batch levers, reference CNN
+    python benchmarks/throughput.py --levers --paired --repeats 10 --seconds 3
+
+`--levers`: the reference CNN at the tool's defaults (precision auto), training images/s with
+Keras `steps_per_execution` (train steps per compiled call) at each of `--spe` for batches
+`--spe-batches`, and the other levers at batch 32 on top of the largest `--spe` (XLA,
+TensorFlow's deterministic ops off, one intra-op thread); every case in a fresh process,
+alternated, `--repeats` times, median and range.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ def measure(
     seconds: float,
     jit: str = "false",
     threads: int | None = None,
+    steps_per_execution: int = 1,
+    deterministic: bool | None = None,
 ) -> dict[str, float]:
     import keras
     import numpy as np
@@ -32,13 +42,16 @@ def measure(
 
     # Keras silently refuses XLA while TensorFlow's deterministic ops are on: turn them off
     # for an XLA case (in its own process: determinism cannot be switched off once on)
+    if deterministic is None:
+        deterministic = jit != "true"
     cfg = compose(
         [
             f"model={model_name}",
             f"trainer.precision={precision}",
             f"trainer.jit_compile={jit}",
-            f"trainer.deterministic={jit != 'true'}",
+            f"trainer.deterministic={deterministic}",
             f"trainer.threads={threads if threads else 'null'}",
+            f"trainer.steps_per_execution={steps_per_execution}",
         ]
     )
     keras.backend.clear_session()
@@ -54,6 +67,7 @@ def measure(
     t0 = time.perf_counter()
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
     steps = max(5, int(seconds / ((time.perf_counter() - t0) / 3)))
+    steps = -(-steps // steps_per_execution) * steps_per_execution  # whole executions
     t0 = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     train = steps * batch / (time.perf_counter() - t0)
@@ -67,6 +81,7 @@ def measure(
         "inference img/s": infer,
         "params": model.count_params(),
         "xla": bool(model.jit_compile),
+        "steps_per_execution": int(model.steps_per_execution),
     }
 
 
@@ -96,6 +111,145 @@ def _in_subprocess(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def paired(batch: int, spes: list[int], seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Training img/s of the reference CNN (tool defaults) compiled with each of `spes`, in
+    one process, alternated in short timed fits `rounds` times: this VM's speed swings between
+    states for minutes, so cases far apart in time are not comparable; neighbours are."""
+    import numpy as np
+
+    from cifar_exp.config import compose
+    from cifar_exp.data import make_dataset
+    from cifar_exp.train import compile_model, configure_runtime
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * 64, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, len(x))
+    ds = make_dataset(x, y, batch, shuffle=False, seed=0).repeat()
+    models = {}
+    for spe in spes:
+        cfg = compose(["model=seed_cnn", f"trainer.steps_per_execution={spe}"])
+        configure_runtime(cfg.trainer)
+        models[spe] = compile_model(cfg, steps_per_epoch=100)
+        models[spe].fit(ds, steps_per_epoch=2 * spe, epochs=1, verbose=0)  # build and trace
+    t0 = time.perf_counter()
+    models[spes[0]].fit(ds, steps_per_epoch=8, epochs=1, verbose=0)
+    lcm = int(np.lcm.reduce(spes))
+    steps = max(lcm, round(seconds / ((time.perf_counter() - t0) / 8) / lcm) * lcm)
+    out: dict[str, list[float]] = {str(spe): [] for spe in spes}
+    for r in range(rounds):
+        for spe in spes if r % 2 == 0 else reversed(spes):
+            t0 = time.perf_counter()
+            models[spe].fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            out[str(spe)].append(steps * batch / (time.perf_counter() - t0))
+    return out
+
+
+def paired_levers(args) -> None:
+    """`--paired`: steps_per_execution by batch, alternated within one process."""
+    import json
+    import subprocess
+
+    spes = [int(n) for n in args.spe.split(",")]
+    rows, raw = [], {}
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import common, throughput; "
+        "common.quiet(); print(json.dumps(throughput.paired(int(sys.argv[2]), "
+        "json.loads(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))))"
+    )
+    for batch in (int(b) for b in args.spe_batches.split(",")):
+        argv = [here, str(batch), json.dumps(spes), str(args.seconds), str(args.repeats)]
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"error: batch {batch} failed: {proc.stderr.strip()[-300:]}")
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        raw[batch] = got
+        base = got[str(spes[0])]
+        for spe in spes:
+            v = common.stats(got[str(spe)])
+            ratios = [a / b for a, b in zip(got[str(spe)], base, strict=True)]
+            rows.append(
+                {
+                    "batch": batch,
+                    "steps_per_execution": spe,
+                    "train img/s (median)": v["median"],
+                    "range": f"{v['min']:.0f}-{v['max']:.0f}",
+                    f"x spe {spes[0]} (median of paired ratios)": common.stats(ratios)["median"],
+                    "ratio range": f"{min(ratios):.2f}-{max(ratios):.2f}",
+                }
+            )
+            print(rows[-1], flush=True)
+    common.write(
+        "throughput_spe_paired",
+        args.out,
+        {"rounds": args.repeats, "raw": raw},
+        rows,
+        "steps_per_execution, reference CNN (precision auto), alternated within one process",
+    )
+
+
+def levers(args) -> None:
+    """Small-batch levers for the reference CNN (see the module's docstring)."""
+    cases: dict[str, tuple[int, dict]] = {}
+    for batch in (int(b) for b in args.spe_batches.split(",")):
+        for spe in (int(n) for n in args.spe.split(",")):
+            cases[f"batch {batch}, steps_per_execution {spe}"] = (
+                batch,
+                {"steps_per_execution": spe},
+            )
+    spe = max(int(n) for n in args.spe.split(","))  # the others on top of the largest
+    cases[f"batch 32, spe {spe}, XLA (deterministic off)"] = (
+        32,
+        {"jit": "true", "steps_per_execution": spe},
+    )
+    cases[f"batch 32, spe {spe}, deterministic off"] = (
+        32,
+        {"deterministic": False, "steps_per_execution": spe},
+    )
+    cases[f"batch 32, spe {spe}, 1 intra-op thread"] = (
+        32,
+        {"threads": 1, "steps_per_execution": spe},
+    )
+    measured: dict[str, list[dict]] = {name: [] for name in cases}
+
+    def case(name: str):
+        batch, kw = cases[name]
+
+        def go() -> float:
+            r = _in_subprocess("seed_cnn", "auto", batch, args.seconds, **kw)
+            measured[name].append(r)
+            return r["train img/s"]
+
+        return go
+
+    common.alternate({name: case(name) for name in cases}, args.repeats)
+    rows = []
+    for name, rs in measured.items():
+        batch = cases[name][0]
+        base = common.stats(
+            [r["train img/s"] for r in measured[f"batch {batch}, steps_per_execution 1"]]
+        )["median"]
+        train = common.stats([r["train img/s"] for r in rs])
+        infer = common.stats([r["inference img/s"] for r in rs])
+        rows.append(
+            {
+                "case": name,
+                "train img/s (median)": train["median"],
+                "train range": f"{train['min']:.0f}-{train['max']:.0f}",
+                "x today at this batch": train["median"] / base,
+                "inference img/s": infer["median"],
+            }
+        )
+        print(rows[-1], flush=True)
+    common.write(
+        "throughput_levers",
+        args.out,
+        {"repeats": args.repeats, "raw": measured},
+        rows,
+        "Small-batch levers: reference CNN, precision auto, training images/s",
+    )
+
+
 def _row(model: str, precision: str, batch: int, measured: dict) -> dict:
     row = {"model": model, "precision": precision, "batch": batch, **measured}
     row["s per 50k-image epoch"] = 50000 / measured["train img/s"]
@@ -123,8 +277,17 @@ def main() -> None:
         help="also time these Keras backends (e.g. jax; fresh processes, XLA on as they need) "
         "at --jit-batch in the last precision",
     )
+    p.add_argument("--levers", action="store_true", help="small-batch levers (see above)")
+    p.add_argument("--spe", default="1,4,16,64", help="steps_per_execution values (--levers)")
+    p.add_argument("--spe-batches", default="32,64,128", help="batches for --spe (--levers)")
+    p.add_argument("--repeats", type=int, default=3, help="alternated repeats (--levers)")
+    p.add_argument(
+        "--paired", action="store_true", help="--levers: spe cases alternated in one process"
+    )
     args = p.parse_intermixed_args()
     common.quiet()
+    if args.levers:
+        return paired_levers(args) if args.paired else levers(args)
     rows = []
     for model in args.models.split(","):
         for precision in args.precisions.split(","):

@@ -13,22 +13,22 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cifar_exp"
 # The data flow reads top-down through this list (config -> data -> models -> train ->
 # tracking -> runs -> study -> report), with the helpers that everything uses at the bottom.
 LAYERS = [
-    {"logs", "provenance", "plots", "models", "interrupts", "errors", "stats"},
+    {"logs", "provenance", "plots", "models", "interrupts", "errors", "stats", "terminal"},
     {"schemas"},
     {"config"},
     {"cifar_files"},
-    {"data", "stores"},
+    {"data", "stores", "keras_files"},
     {"callbacks"},
     {"train"},
     {"tracking"},
     {"runs"},
     {"registry", "reproduce"},
     {"study"},
-    {"findings"},
+    {"findings", "typeset", "pareto"},
     {"render"},
     {"report"},
-    {"predict", "dashboard"},
-    {"gui", "console"},
+    {"predict", "dashboard", "model_card"},
+    {"gui", "console", "live"},
     {"commands"},
     {"_preload", "__main__", "__init__"},
 ]

@@ -78,11 +78,97 @@ def test_predict_cli(images, model_file, workdir):
     )
     assert proc.returncode == 1, proc.stderr
     payload = json.loads(proc.stdout)
+    # a bare file never evaluated: its accuracy is said to be unknown, never made up
+    model = payload["model"]
+    assert model["reference"] == str(model_file.resolve()) and model["test_accuracy"] is None
+    assert model["test_accuracy_unknown"].startswith("test accuracy unknown")
+    assert model["near_chance"] is None and model["warning"] is None
+    assert not (workdir / "mlruns").exists()  # looking the file up created no store
     first, second = payload["results"]
     assert len(first["predictions"]) == 3 and first["error"] is None
     assert "not an image" in second["error"] and second["predictions"] == []
     proc = _predict("--model", model_file, images / "small.bmp", images / "bad" / "empty.png")
     assert proc.returncode == 1
     assert "small.bmp" in proc.stdout
+    text = " ".join(proc.stdout.split())
+    assert f"model: {model_file.resolve()}" in text
+    assert "test accuracy unknown: this model file was never evaluated" in text
+    assert "warning" not in proc.stdout
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "empty.png: empty file" in errors[0]
+
+
+# --------------------------------------------------------------------------- the model's card
+
+
+def _card(correct, n):
+    from cifar_exp.model_card import ModelCard, TestAccuracy
+
+    return ModelCard("m.keras", test=TestAccuracy(correct / n, n, correct, 1, "from a test"))
+
+
+def test_near_chance_is_the_interval_reaching_below_twice_chance():
+    guessing, tour, few, good = (
+        _card(100, 1000),
+        _card(1750, 10000),
+        _card(25, 100),
+        _card(700, 1000),
+    )
+    assert "no better than guessing one of 10 classes" in guessing.warning()
+    assert "binomial test p = " in guessing.warning()
+    # the one-minute tour's champion: far from 10 % by any test, yet wrong on 4 images in 5
+    assert tour.test.p_chance() < 1e-50 and tour.near_chance()
+    assert "near chance: its 95 % interval 16.8%-18.3% reaches below 20%" in tour.warning()
+    assert few.near_chance()  # 25 % of 100 images does not show it is clearly above 20 %
+    assert good.near_chance() is False and good.warning() is None
+    assert good.accuracy_text().startswith("test accuracy 0.7000 (95 % CI 0.67")
+    assert "1000 test images, 1 seed), from a test" in good.accuracy_text()
+
+
+def test_a_model_without_a_record_says_its_accuracy_is_unknown(model_file):
+    import keras
+
+    clf = Classifier(keras.saving.load_model(model_file), "somewhere")
+    assert clf.card.test is None and clf.card.near_chance() is None
+    assert clf.card.accuracy_text() == "test accuracy unknown: no record of somewhere"
+
+
+@pytest.mark.slow
+def test_predict_shows_the_registered_model_and_its_test_accuracy(overrides, images, model_file):
+    """A trial's model, registered: predict names its version, study, trial and seed and shows
+    the test accuracy measured at registration (not on the trial's run, which has none); an
+    evaluated model file at chance gets the warning, read from its `evaluate` run."""
+    from cifar_exp.config import compose
+    from cifar_exp.registry import evaluate_model, register_best
+    from cifar_exp.runs import train_tracked
+
+    cfg = compose([*overrides, "trainer.epochs=3"])
+    trial = {"optuna.study_name": "tour", "optuna.trial_number": "3"}
+    good = train_tracked(cfg, extra_tags=trial, evaluate_test=False, verbose="0")
+    register_best(cfg, good.run_id, good.final["val_accuracy"], "tour")
+    proc = _predict("--json", images / "photo.jpg", *overrides)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout)["model"]
+    assert model["reference"] == "models:/cifar10-cnn@champion" and model["version"] == 1
+    seed = cfg.trainer.seed
+    assert (model["study"], model["trial"], model["seed"]) == ("tour", 3, seed)
+    test = model["test_accuracy"]
+    assert test["images"] == 200 and test["seeds"] == 1 and test["correct"] > 100
+    assert test["ci95"][0] < test["accuracy"] < test["ci95"][1]
+    assert test["source"] == "measured at registration"
+    assert model["near_chance"] is False and model["warning"] is None
+    proc = _predict(images / "photo.jpg", *overrides)
+    text = " ".join(proc.stdout.split())  # as read, whatever the terminal's width wrapped
+    reference = f"models:/cifar10-cnn@champion (version 1; study tour, trial 3, seed {seed})"
+    assert f"model: {reference}" in text
+    assert f"test accuracy {test['accuracy']:.4f} (95 % CI" in text
+    assert "200 test images, 1 seed), measured at registration" in text
+    assert "warning" not in text
+
+    # the untrained model file, evaluated: its accuracy is near chance, and predict says so
+    chance = evaluate_model(str(model_file), cfg)
+    proc = _predict("--model", model_file, images / "photo.jpg", *overrides)
+    text = " ".join(proc.stdout.split())
+    assert f"test accuracy {chance.accuracy:.4f}" in text, proc.stdout
+    assert f"from evaluate run {chance.run_id}" in text
+    assert "warning: this model is" in text and "most of its predictions are wrong" in text

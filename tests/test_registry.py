@@ -72,13 +72,28 @@ def test_the_champion_moves_only_on_evidence_from_the_same_test_set(overrides):
         return client.get_model_version_by_alias(cfg.tracking.registered_model, CHAMPION).run_id
 
     first = register_best(cfg, weak.run_id, weak.final["val_accuracy"], "a")
-    assert first.champion and first.decision == "the first champion" and champion() == weak.run_id
+    assert first.champion and champion() == weak.run_id
+    assert first.decision.startswith("the first champion (test accuracy 0.")
+    assert first.decision.endswith("on 200 images)")
     better = register_best(cfg, strong.run_id, strong.final["val_accuracy"], "b")
     assert better.champion and better.p_value < 0.05 and champion() == strong.run_id
     assert better.decision.startswith("now the champion")
     tags = client.get_model_version(cfg.tracking.registered_model, str(better.version)).tags
     assert float(tags["champion.p_value"]) == pytest.approx(better.p_value)
     assert {"champion.challenger_ci", "champion.incumbent_ci", "champion.decision"} <= set(tags)
+    # what predict shows, recorded on each version: the test accuracy on the full test set
+    # (measured once: the champion gate's number), the images and the seed it rests on
+    assert float(tags["test.accuracy"]) == pytest.approx(
+        float(tags["champion.challenger_accuracy"])
+    )
+    assert tags["test.images"] == tags["champion.test_images"] == "200"
+    assert int(tags["test.correct"]) == round(float(tags["test.accuracy"]) * 200)
+    assert (tags["test.seeds"], tags["seed"], tags["study"]) == ("1", str(cfg.trainer.seed), "b")
+    low, high = map(float, tags["test.ci"].split("-"))
+    assert low < float(tags["test.accuracy"]) < high
+    first_tags = client.get_model_version(cfg.tracking.registered_model, "1").tags
+    assert float(first_tags["test.accuracy"]) == pytest.approx(weak.test.accuracy)
+    assert first_tags["test.images"] == "200" and "champion.p_value" not in first_tags
     # the weak model again, claiming a perfect value from some other (smaller) validation set
     again = train_tracked(with_overrides(cfg, {"optimizer.lr": 1e-7, "trainer.seed": 8}))
     claimed = register_best(cfg, again.run_id, 1.0, "subset")

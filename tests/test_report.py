@@ -40,11 +40,11 @@ def test_report_is_complete_and_self_contained(study_cfg):
     page.feed(out.html.read_text())
     assert page.tags[0] == "html" and "table" in page.tags
     assert len(page.images) >= 6 and not page.links
+    assert page.tags.count("figure") == page.tags.count("figcaption") == len(page.images)
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     for name in (
-        "best_accuracy.png",
-        "best_loss.png",
-        "all_val_accuracy.png",
+        "learning_curves.png",
+        "all_curves.png",
         "optimization_history.png",
         "parallel_coordinate.png",
         "confusion_matrix.png",
@@ -57,6 +57,7 @@ def test_report_is_complete_and_self_contained(study_cfg):
     assert table["trial"].iloc[0] == study.best_trial.number
     client = mlflow.MlflowClient(tracking_uri(cfg.tracking))
     md = out.markdown.read_text()
+    assert md.index("## Summary") < md.index("![Figure 1]") and "nan" not in md.split()
     for t in study.trials:
         row = table[table["trial"] == t.number].iloc[0]
         assert row["val_accuracy"] == pytest.approx(t.value)
@@ -69,10 +70,12 @@ def test_report_is_complete_and_self_contained(study_cfg):
     # provenance and the test-set evaluation of the best model
     assert re.search(r"git commit: `[0-9a-f]{40}`", md)
     assert "sha256 `" in md and "tensorflow" in md and "trainer.seed=7" in md
-    assert out.test.run_id == study.best_trial.user_attrs["mlflow_run_id"]
-    best_run = client.get_run(out.test.run_id)
-    assert best_run.data.metrics["test_accuracy"] == pytest.approx(out.test.accuracy)
-    assert best_run.info.status == "FINISHED"
+    # the evaluation is a run of its own under the parent: the trial's run is left as it was
+    evaluation = client.get_run(out.test.run_id)
+    assert evaluation.data.metrics["test_accuracy"] == pytest.approx(out.test.accuracy)
+    assert evaluation.info.status == "FINISHED"
+    assert evaluation.data.tags["mlflow.parentRunId"] == sweep_out.parent_run_id
+    assert evaluation.data.tags["evaluates"].startswith("runs:/")
     # logged to the parent run
     files = {a.path for a in client.list_artifacts(sweep_out.parent_run_id, "report")}
     assert files == {"report/report.md", "report/report.html"}

@@ -440,3 +440,18 @@ def test_ctrl_c_stops_cleanly(overrides):
     run = client.get_run(study.trials[interrupted].user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert os.path.exists(storage_url(cfg).removeprefix("sqlite:///"))
+    assert study.trials[interrupted].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert f"trial {interrupted} was interrupted" in output
+    # the interrupted trial's parameters are queued and run first when the study resumes
+    queued = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(queued) == 1 and queued[0].params == study.trials[interrupted].params
+    assert queued[0].system_attrs["failed_trial"] == interrupted
+    assert "fail_reason" not in queued[0].user_attrs
+    again = _cli(args)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert "resuming study" in output
+    study = load(cfg)
+    retry = study.trials[queued[0].number]
+    assert retry.state.name == "COMPLETE" and retry.params == study.trials[interrupted].params
+    assert "fail_reason" not in retry.user_attrs

@@ -4,6 +4,7 @@ failure is one `error:` line (see README, "When something is wrong")."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cifar_exp.commands import (
     CommandError,
     cmd_confirm,
+    cmd_dashboard,
     cmd_evaluate,
     cmd_gui,
     cmd_predict,
@@ -80,9 +82,25 @@ REPRODUCE = (
                     "help": "also re-train with K new seeds: is the original value inside the "
                     "replication's 95 %% interval? (exit 0 if so, 1 if not)"}),
 )  # fmt: skip
+HOST = (("--host",), {"default": "127.0.0.1", "help": "address to bind (default 127.0.0.1)"})
+ACCESS_LOG = (
+    ("--access-log",),
+    {"action": "store_true", "help": "show the server's log of every request"},
+)
 UI = (
-    (("--host",), {"default": "127.0.0.1", "help": "address to bind (default 127.0.0.1)"}),
+    HOST,
     (("--port",), {"type": int, "default": 5000, "help": "port (default 5000)"}),
+    ACCESS_LOG,
+)
+REPORT = (
+    (("--budget-minutes",), {"type": float, "metavar": "MIN",
+                             "help": "also name the best configuration whose training took at "
+                             "most MIN minutes"}),
+)  # fmt: skip
+DASHBOARD = (
+    HOST,
+    (("--port",), {"type": int, "default": 8080, "help": "port (default 8080)"}),
+    ACCESS_LOG,
 )
 
 
@@ -95,7 +113,14 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command(
         cmd_sweep,
         "Run or resume an Optuna study; every trial is a tracked training run.",
-        ("experiment=tiny", "experiment=seed_epochs", "search.n_trials=40"),
+        ("experiment=tiny", "experiment=seed_epochs", "--workers 2 search.n_trials=40"),
+        None,
+        (
+            (
+                ("--workers",),
+                {"metavar": "N", "help": "trials at once: a number or auto (search.n_workers)"},
+            ),
+        ),
     ),
     "confirm": Command(
         cmd_confirm,
@@ -106,8 +131,9 @@ COMMANDS: dict[str, Command] = {
     "report": Command(
         cmd_report,
         "Write a study's report (Markdown and self-contained HTML).",
-        ("tiny", "seed_epochs"),
+        ("tiny", "seed_epochs", "lr_batch --budget-minutes 10"),
         ("STUDY", 0, 1),
+        REPORT,
     ),
     "reproduce": Command(
         cmd_reproduce,
@@ -142,6 +168,13 @@ COMMANDS: dict[str, Command] = {
         ("", "--port 5001 tracking.dir=/data/mlruns"),
         None,
         UI,
+    ),
+    "dashboard": Command(
+        cmd_dashboard,
+        "Start optuna-dashboard on the study storage (opens STUDY's page if given).",
+        ("", "tiny --port 8081", "search.storage=postgresql://user@host/studies"),
+        ("STUDY", 0, 1),
+        DASHBOARD,
     ),
 }
 
@@ -211,8 +244,9 @@ def _split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argp
 
 
 def _target_overrides(command: str, target: str | None) -> list[str]:
-    """`report NAME`, `confirm NAME`: NAME is an experiment (its study) or a study name."""
-    if command not in ("report", "confirm") or target is None:
+    """`report NAME`, `confirm NAME`, `dashboard NAME`: NAME is an experiment (its study) or a
+    study name."""
+    if command not in ("report", "confirm", "dashboard") or target is None:
         return []
     from cifar_exp.config import list_experiments
 
@@ -227,12 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _split_args(parser, argv)
     from rich.console import Console
 
-    from cifar_exp.config import ConfigError, compose, to_yaml
+    from cifar_exp.config import ConfigError, to_yaml
+    from cifar_exp.study.grammar import command_config
 
     console, errors = Console(), Console(stderr=True)
     target = args.targets[0] if args.targets else None
     try:
-        cfg = compose([*_target_overrides(args.command, target), *args.overrides])
+        # a sweep expression (`optimizer.lr=interval(..)`) is a search parameter, not a value
+        overrides = [*_target_overrides(args.command, target), *args.overrides]
+        if getattr(args, "workers", None):
+            overrides.append(f"search.n_workers={args.workers}")
+        cfg = command_config(args.command, overrides)
     except ConfigError as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
@@ -245,9 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         interrupts.terminate_as_interrupt()
     logs.setup(logging.WARNING if args.quiet else logging.INFO)
     logs.import_tensorflow_quietly()
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cifar_exp.config import mask
     from cifar_exp.train import TrainingDiverged
 
@@ -257,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(errors, e)
     except TrainingDiverged as e:  # the run is recorded FAILED with the same reason
         _error(errors, CommandError(f"training diverged: {e} (try a lower optimizer.lr)"))
-    except MlflowException as e:  # tracking server down or refusing: one line, no traceback
-        _error(errors, CommandError(f"MLflow: {mask(_first_line(e))}"))
-    except SQLAlchemyError as e:  # a store that broke while in use (read-only, locked, ...)
+    # MLflow and SQLAlchemy are imported by the commands that use them, not here
+    except _loaded("mlflow.exceptions", "MlflowException") as e:  # tracking server down or
+        _error(errors, CommandError(f"MLflow: {mask(_first_line(e))}"))  # refusing: one line
+    except _loaded("sqlalchemy.exc", "SQLAlchemyError") as e:  # a store broke while in use
         _error(errors, CommandError(f"database: {mask(_first_line(getattr(e, 'orig', e)))}"))
     except KeyboardInterrupt as e:
         errors.print(f"[yellow]{interrupts.reason(e)}[/]")
@@ -278,10 +315,35 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BAD_INPUT
 
 
+def _loaded(module: str, name: str) -> type | tuple:
+    """The exception class `module.name` if that module is imported, else () (an `except`
+    that catches nothing): an exception of a module never imported cannot have been raised."""
+    found = sys.modules.get(module)
+    return getattr(found, name) if found is not None else ()
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def exit_now(code: int) -> None:
+    """End the process with `code` once the command is done: the exit handlers run (logging's
+    flush, multiprocessing's clean-up) and the output is flushed, but the interpreter does not
+    tear TensorFlow, MLflow and the rest down object by object (1-2 s; docs/benchmarks.md).
+    A normal exit where another thread still runs, whose end Python would wait for."""
+    import atexit
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(t.is_alive() and not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what sys.exit would run; os._exit skips it
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -5,6 +5,7 @@ airbench's Lookahead weight averaging. Keras only."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,11 +62,45 @@ class EpochRecorder(keras.callbacks.Callback):
 class EpochHook(keras.callbacks.Callback):
     """Calls `decide(epoch, logs)` at each epoch's end (epochs count from 1) and stops the
     training when it returns True: how a study's pruning reaches a training, wherever the
-    training runs."""
+    training runs. `on_batch(epoch, done, batches)`, if given, hears of the batches done in
+    the epoch at most every `every_s` seconds (and at the epoch's last batch), so that a
+    display moves within an epoch without flooding a pipe."""
 
-    def __init__(self, decide: Callable[[int, dict[str, float]], bool]) -> None:
+    # the batch hook only reads a clock: Keras may keep dispatching batch ends off the
+    # training thread (without it, any batch hook makes Keras wait for every step)
+    async_safe = True
+
+    def __init__(
+        self,
+        decide: Callable[[int, dict[str, float]], bool],
+        on_batch: Callable[[int, int, int], None] | None = None,
+        every_s: float = 0.25,
+    ) -> None:
         super().__init__()
-        self.decide = decide
+        self.decide, self.on_batch, self.every_s = decide, on_batch, every_s
+        self._epoch, self._done, self._shown = 0, 0, 0.0
+        self._lock = threading.Lock()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        with self._lock:
+            self._epoch, self._done, self._shown = epoch + 1, 0, time.monotonic()
+        if self.on_batch is not None:
+            self.on_batch(epoch + 1, 0, int(self.params.get("steps") or 0))
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.on_batch is None:
+            return
+        steps = int(self.params.get("steps") or 0)
+        # with steps_per_execution > 1 Keras calls this once per group of batches, `batch`
+        # the group's last index, counted past the epoch's end for a short last group
+        done = min(batch + 1, steps) if steps else batch + 1
+        with self._lock:  # async dispatch may deliver batch ends out of order
+            now = time.monotonic()
+            last = done == steps
+            if done <= self._done or (now - self._shown < self.every_s and not last):
+                return
+            self._done, self._shown, epoch = done, now, self._epoch
+        self.on_batch(epoch, done, steps)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.decide(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):

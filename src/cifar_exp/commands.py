@@ -31,9 +31,9 @@ def cmd_train(cfg: Config, console: Console, args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(cfg: Config, console: Console, args: argparse.Namespace) -> int:
-    from cifar_exp.study.sweep import sweep
+    from cifar_exp.study.workers import run_study
 
-    out = _study_command(cfg, console, sweep, "study")
+    out = _study_command(cfg, console, run_study, "study")
     return out if isinstance(out, int) else (0 if out.done else 1)
 
 
@@ -48,11 +48,12 @@ def _study_command(cfg: Config, console: Console, run: Any, what: str) -> Any:
     """`run(cfg, reporter)` with the progress display, its summary shown; on Ctrl-C or SIGTERM
     the exit code, after saying how to resume."""
     from cifar_exp.config import mask
-    from cifar_exp.console import RichReporter, show_sweep
+    from cifar_exp.console import show_sweep
+    from cifar_exp.live import RichReporter
     from cifar_exp.tracking import tracking_uri
 
     try:
-        with RichReporter(console, cfg.search.metric) as reporter:
+        with RichReporter(console, (cfg.search.objectives or [cfg.search.metric])[0]) as reporter:
             out = run(cfg, reporter)
     except KeyboardInterrupt as e:
         return _interrupted(console, e, what)
@@ -74,7 +75,7 @@ def cmd_report(cfg: Config, console: Console, args: argparse.Namespace) -> int:
     from cifar_exp.console import show_report
     from cifar_exp.report import report
 
-    show_report(console, report(cfg))
+    show_report(console, report(cfg, budget_minutes=args.budget_minutes))
     return 0
 
 
@@ -93,7 +94,8 @@ def cmd_evaluate(cfg: Config, console: Console, args: argparse.Namespace) -> int
     from cifar_exp.console import show_evaluate
     from cifar_exp.registry import evaluate_model
 
-    show_evaluate(console, evaluate_model(args.targets[0] if args.targets else None, cfg))
+    reference = args.targets[0] if args.targets else None
+    show_evaluate(console, evaluate_model(reference, cfg, args.overrides))
     return 0
 
 
@@ -103,7 +105,7 @@ def cmd_predict(cfg: Config, console: Console, args: argparse.Namespace) -> int:
 
     classifier = Classifier.load(args.model, cfg)
     results = classifier.predict_paths(args.targets, top=args.top)
-    show_predictions(console, results, classifier.source, as_json=args.json)
+    show_predictions(console, results, classifier.card, as_json=args.json)
     return 1 if any(r.error for r in results) else 0
 
 
@@ -123,4 +125,21 @@ def cmd_gui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
 def cmd_ui(cfg: Config, console: Console, args: argparse.Namespace) -> int:
     from cifar_exp.dashboard import serve
 
-    return serve(cfg, console, host=args.host, port=args.port)
+    return serve(cfg, console, host=args.host, port=args.port, access_log=args.access_log)
+
+
+def cmd_dashboard(cfg: Config, console: Console, args: argparse.Namespace) -> int:
+    from cifar_exp.dashboard import serve_dashboard
+
+    # a study the user named must be there; otherwise the configured one opens if it is
+    named = args.targets or any(
+        o.startswith(("experiment=", "search.study_name=")) for o in args.overrides
+    )
+    return serve_dashboard(
+        cfg,
+        console,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+        study=cfg.search.study_name if named else None,
+    )

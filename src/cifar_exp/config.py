@@ -9,6 +9,7 @@ key in one line.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -113,6 +114,25 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     return validate(raw)
 
 
+_CONSTRAINT = re.compile(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*(\S+)\s*")
+
+
+def parse_constraint(text: Any) -> tuple[str, str, float]:
+    """`search.constraints` entry "train_time <= 600" -> ("train_time", "<=", 600.0): a value a
+    trial records (a metric of its last epoch, train_time in seconds), a bound, a finite number."""
+    match = _CONSTRAINT.fullmatch(str(text))
+    bound = None
+    if match:
+        with contextlib.suppress(ValueError):
+            bound = float(match.group(3))
+    if bound is None or not math.isfinite(bound):
+        raise ConfigError(
+            f"search.constraints: {text!r} is not KEY <= NUMBER or KEY >= NUMBER "
+            "(e.g. 'train_time <= 600')"
+        )
+    return match.group(1), match.group(2), bound
+
+
 def validate(raw: DictConfig | dict) -> DictConfig:
     """Merge a composed config into the schemas and check its values; raises ConfigError."""
     try:
@@ -199,6 +219,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.epochs >= 1, "trainer.epochs", ">= 1")
     need(t.batch_size >= 1, "trainer.batch_size", ">= 1")
     need(t.threads is None or t.threads >= 1, "trainer.threads", ">= 1 or null")
+    need(t.steps_per_execution >= 1, "trainer.steps_per_execution", ">= 1")
     # `trainer.jit_compile=true` on the command line arrives as the bool True, stored as "True"
     t.jit_compile = str(t.jit_compile).lower()
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
@@ -234,9 +255,22 @@ def _check_values(cfg: DictConfig) -> None:
     need(s.n_trials >= 1, "search.n_trials", ">= 1")
     need(s.timeout is None or s.timeout > 0, "search.timeout", "> 0 or null")
     need(s.metric in METRICS, "search.metric", f"one of {list(METRICS)}")
+    obj, known = list(s.objectives or []), [*METRICS, "train_time"]
+    need(set(obj) <= set(known), "search.objectives", f"a list of keys from {known}")
+    need(len(set(obj)) == len(obj) != 1, "search.objectives", "2 or more distinct keys, or []")
+    if len(s.directions or []) != len(obj):
+        raise ConfigError(f"search.directions: need {len(obj)}, one per search.objectives entry")
     need(s.heartbeat_interval >= 1, "search.heartbeat_interval", ">= 1")
     need(s.max_retry >= 0, "search.max_retry", ">= 0")
     need(s.max_failures >= 1, "search.max_failures", ">= 1")
+    need(
+        s.n_workers == "auto" or (type(s.n_workers) is int and 1 <= s.n_workers <= 64),
+        "search.n_workers",
+        "a number of workers from 1 to 64, or auto",
+    )
+    need(s.warm_start_top >= 1, "search.warm_start_top", ">= 1")
+    for text in s.constraints:
+        parse_constraint(text)
     need(1 <= s.seeds <= 100, "search.seeds", "between 1 and 100")
     need(s.confirm.top_k >= 0, "search.confirm.top_k", ">= 0 (0: no confirmation stage)")
     need(2 <= s.confirm.seeds <= 100, "search.confirm.seeds", "between 2 and 100")

@@ -1,23 +1,24 @@
-"""What a user sees: progress while a study runs (a study bar with trials finished / target
-and the best so far, a bar for the current trial's epochs with its params and metrics, one
-line per trial), and the result tables of every command. A view: it is given results and
-numbers, and never reads a study or a run itself."""
+"""What a user sees at the end of every command: its results, as tables that fit the terminal
+(the live display of a study is in `live`). A view: it is given results and numbers, and never
+reads a study or a run itself."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cifar_exp.terminal import Column, fit_table
+
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from cifar_exp.model_card import ModelCard
     from cifar_exp.predict import Prediction
     from cifar_exp.report import ReportResult
     from cifar_exp.reproduce import Reproduction
     from cifar_exp.study.confirm import Confirmation
-    from cifar_exp.study.progress import Progress as StudyProgress
-    from cifar_exp.study.progress import TrialOutcome
     from cifar_exp.study.sweep import SweepSummary
     from cifar_exp.train import Evaluation, TrainResult
 
@@ -26,107 +27,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-class RichReporter:
-    """A `study.progress.Reporter` drawing rich progress bars on the console."""
-
-    def __init__(self, console: Console, metric: str) -> None:
-        self.console, self.metric = console, metric
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
-        self.study_task = self.progress.add_task("study", total=1, info="")
-        self.trial_task = self.progress.add_task("trial", total=1, info="", visible=False)
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def _best(self, progress: StudyProgress) -> str:
-        if progress.best_value is None:
-            return "best: -"
-        return f"best {self.metric} {progress.best_value:.4f} (trial {progress.best_number})"
-
-    def study_started(self, progress: StudyProgress) -> None:
-        done, target = progress.finished, progress.target
-        self.progress.update(
-            self.study_task,
-            description=f"study {progress.study_name}",
-            total=target,
-            completed=min(done, target),
-            info=self._best(progress),
-        )
-        if done:
-            self.console.print(
-                f"resuming study {progress.study_name!r}: {done} of {target} trials "
-                "already finished"
-            )
-
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        text = "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-        self.progress.update(
-            self.trial_task,
-            description=f"trial {number}",
-            completed=0,
-            total=None,
-            visible=True,
-            info=text,
-        )
-        self._params = text
-
-    def epoch_ended(self, number: int, epoch: int, epochs: int, logs: dict) -> None:
-        shown = "  ".join(
-            f"{k} {float(logs[k]):.4f}" for k in ("loss", "val_loss", self.metric) if k in logs
-        )
-        self.progress.update(
-            self.trial_task, total=epochs, completed=epoch, info=f"{self._params}  |  {shown}"
-        )
-
-    def seed_ended(self, number: int, seed: int, value: float) -> None:
-        self.progress.update(self.trial_task, visible=False)
-        self.console.print(
-            f"confirm trial {number:3d}  seed {seed}  {self.metric}={value:.4f}", highlight=False
-        )
-
-    def confirmed(self, result: Confirmation) -> None:
-        self.console.print(confirmation_table(result))
-        for line in result.statements():
-            self.console.print(f"  {line}", highlight=False)
-
-    def trial_ended(self, trial: TrialOutcome, progress: StudyProgress) -> None:
-        self.progress.update(
-            self.study_task, completed=progress.finished, info=self._best(progress)
-        )
-        self.progress.update(self.trial_task, visible=False)
-        state = trial.state
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        extra = ""
-        if state == "PRUNED":
-            extra = f" at epoch {trial.pruned_at or '?'}"
-        elif state == "FAIL":
-            extra = f": {trial.fail_reason or 'see MLflow'}".splitlines()[0]
-        params = "  ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        color = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}.get(state, "white")
-        if trial.n_seeds > 1 and trial.value is not None:
-            value += f" (mean of {trial.n_seeds} seeds)"
-        self.console.print(
-            f"trial {trial.number:3d} [{color}]{state}{extra}[/]  {self.metric}={value}  {params}",
-            highlight=False,
-        )
-
-
 # --------------------------------------------------------------------------- results
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a long path or URL folds rather than losing its end
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -147,10 +54,7 @@ def show_train(console: Console, out: TrainResult, uri: str) -> None:
     rows += [("precision", out.precision), ("train_time (s)", f"{out.train_time:.1f}")]
     console.print(_table("result (one run, seed " + str(out.seed) + ")", rows))
     if out.run_id:
-        console.print(
-            f"MLflow run [bold]{out.run_id}[/] in {uri}\n"
-            f"browse: mlflow ui --backend-store-uri {uri}"
-        )
+        console.print(f"MLflow run [bold]{out.run_id}[/] in {uri}\nbrowse: python -m cifar_exp ui")
 
 
 def confirmation_table(result: Confirmation) -> Table:
@@ -183,8 +87,15 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
         b = out.best
         how = b.summary.text() if b.summary else f"{b.value:.4f}"
         label = "confirmed best" if out.confirmation else "best"
+        if out.front:  # of a multi-objective study: the front's best on the first objective
+            metric, label = out.objectives[0], "best on the front:"
         rows.append((f"{label} {metric}", f"{how}, trial {b.number}"))
-        rows += [(f"  {k}", str(v)) for k, v in b.params.items()]
+        rows += [(f"  {k}", _fmt(v)) for k, v in b.params.items()]
+    for i, f in enumerate(out.front):
+        shown = [
+            f"{k} {v:.1f} s" if k == "train_time" else f"{k} {v:.4f}" for k, v in f.values.items()
+        ]
+        rows.append(("" if i else "Pareto front", f"trial {f.number}: {', '.join(shown)}"))
     if out.confirmation:
         rows += [
             ("  " if i else "confirmation", s) for i, s in enumerate(out.confirmation.statements())
@@ -202,20 +113,64 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
             "to continue the study"
         )
     if out.parent_run_id:
-        browse = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+        browse = uri if uri.startswith("http") else "python -m cifar_exp ui"
         console.print(f"next: python -m cifar_exp report {out.study_name}   |   {browse}")
+
+
+# columns of the trial table by importance: kept first when the terminal is narrow
+RANKS = {"trial": 0, "val_accuracy": 1, "state": 2, "seeds": 3, "val_loss": 6, "accuracy": 7}
+RANKS |= {"loss": 8, "epochs": 9, "duration_s": 10}
+PARAM_RANK = 4  # a searched value: after the metric, state and seeds
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    """One table cell: `-` for a missing value, integers whole, metrics to `digits` decimals,
+    other numbers (params) to 4 significant digits."""
+    if value is None or value != value:  # None or NaN
+        return "-"
+    if isinstance(value, float) and value.is_integer() and digits < 0:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if digits >= 0 else f"{value:.4g}"
+    return str(value).lower() if isinstance(value, str) and value.isupper() else str(value)
+
+
+def trial_columns(table: pd.DataFrame) -> list[Column]:
+    """The trial table's columns for a terminal: a metric with its `±` column merged into
+    `mean ± half-width`, params under their short names where unique, the duration in s."""
+    names = [c for c in table.columns if not str(c).endswith(" ±")]
+    short = [str(c).rsplit(".", 1)[-1] for c in names]
+    columns = []
+    for name, brief in zip(names, short, strict=True):
+        values = table[name].tolist()
+        if name in ("trial", "seeds", "epochs"):
+            cells = [_cell(v, -1) for v in values]
+        elif name == "duration_s":
+            name, cells = "time (s)", [_cell(v, 1) for v in values]
+            brief = name
+        elif f"{name} ±" in table.columns:
+            cells = [
+                _cell(v) + ("" if h is None or h != h or v != v else f" ± {h:.4f}")
+                for v, h in zip(values, table[f"{name} ±"], strict=True)
+            ]
+        elif name in RANKS:
+            cells = [_cell(v) for v in values]
+        else:  # a searched value
+            cells = [_cell(v, -1) for v in values]
+        header = brief if short.count(brief) == 1 else str(name)
+        rank = RANKS.get(str(name), RANKS["duration_s"] if name == "time (s)" else PARAM_RANK)
+        columns.append(Column(header, cells, rank, "left" if name == "state" else "right"))
+    return columns
 
 
 def show_report(console: Console, out: ReportResult) -> None:
     table = out.table
     if not table.empty:
         shown = table.head(10)
-        t = Table(title="trials (best first)", title_justify="left")
-        for col in shown.columns:
-            t.add_column(col, justify="right")
-        for _, row in shown.iterrows():
-            t.add_row(*(_fmt(v) for v in row))
-        console.print(t)
+        title = f"trials, best first ({len(shown)} of {len(table)})"
+        console.print(fit_table(console, title, trial_columns(shown)))
+    if out.budget is not None:
+        console.print(out.budget.text().replace("`", ""), highlight=False)
     if out.test:
         low, high = out.test.accuracy_interval()
         console.print(
@@ -298,16 +253,20 @@ def show_evaluate(console: Console, out: Evaluation) -> None:
 
 
 def show_predictions(
-    console: Console, results: list[Prediction], source: str, as_json: bool
+    console: Console, results: list[Prediction], card: ModelCard, as_json: bool
 ) -> None:
-    """Top classes per image as a table (or JSON); failures as one `error:` line each."""
+    """The model (reference, test accuracy, a warning when near chance), then the top classes
+    per image as a table (or all of it as JSON); failures as one `error:` line each."""
     import json
 
     if as_json:
-        payload = {"model": source, "results": [r.as_dict() for r in results]}
+        payload = {"model": card.as_dict(), "results": [r.as_dict() for r in results]}
         console.print_json(json.dumps(payload))
         return
-    console.print(f"model: {source}", highlight=False)
+    console.print(f"model: {card.reference_text()}", highlight=False)
+    console.print(card.accuracy_text(), highlight=False)
+    if card.warning():
+        console.print(f"[bold yellow]warning:[/] {card.warning()}", highlight=False)
     ok = [r for r in results if not r.error]
     if ok:
         t = Table(title_justify="left")

@@ -157,10 +157,16 @@ def load_cifar10(cfg: DataConfig) -> Splits:
         raise DataError(f"{source}: no such file or folder")
     arrays, sha = load_arrays(source, Path(cfg.cache_dir) if cfg.cache_dir else None)
     parts = split(arrays, cfg)
+    # the record of what was trained on, read back by report, reproduce and evaluate
     info = {
         "source": str(source.resolve()),
+        "url": None if cfg.path else OFFICIAL_URL,
         "sha256": sha,
         "validation": str(getattr(cfg.validation, "value", cfg.validation)),
+        "split_seed": cfg.split_seed,
+        "val_size": cfg.val_size,
+        "limit_train": cfg.limit_train,
+        "limit_test": cfg.limit_test,
         "n_train": len(parts[1]),
         "n_val": len(parts[3]),
         "n_test": len(parts[5]),

@@ -5,6 +5,7 @@ it reads the gathered record, nothing else. Which test is used where: docs/stati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
@@ -12,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from cifar_exp.stats import Comparison, Summary, compare, summarize
+from cifar_exp.typeset import DASH
 
 if TYPE_CHECKING:
     from cifar_exp.config import Config
     from cifar_exp.study.confirm import Confirmation
+    from cifar_exp.train import Evaluation
 
 METRICS_SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
+Captioned = Callable[[str, str], list[str]]  # (Markdown table, caption) -> the lines shown
 
 
 @dataclass
@@ -37,7 +41,7 @@ def seed_values(row: TrialRow) -> list[float]:
     values = row.trial.user_attrs.get("seed_values")
     if values:
         return list(values.values())
-    return [row.trial.value] if row.trial.value is not None else []
+    return row.trial.values[:1] if row.trial.values else []  # (the first objective's)
 
 
 def metric_summary(row: TrialRow, key: str) -> Summary | None:
@@ -56,7 +60,7 @@ def metric_summary(row: TrialRow, key: str) -> Summary | None:
 
 def _pm(s: Summary | None, digits: int = 4) -> str:
     if s is None:
-        return "-"
+        return DASH
     if s.ci_low is None:
         return f"{s.mean:.{digits}f}"
     return f"{s.mean:.{digits}f} ± {(s.ci_high - s.ci_low) / 2:.{digits}f}"
@@ -84,10 +88,27 @@ def seeds_note(rows: list[TrialRow], confirmed: bool = False) -> str:
 # --------------------------------------------------------------------------- confirmation
 
 
-def confirmation_section(result: Confirmation | None) -> list[str]:
+def _plain(text: str, caption: str) -> list[str]:
+    return [text, ""]
+
+
+def confirmation_section(result: Confirmation | None, table: Captioned = _plain) -> list[str]:
+    """The confirmation stage: its candidates with their seeds, means and intervals, and each
+    runner-up's difference from the best; `table(text, caption)` sets the table."""
     if result is None:
         return []
     lines = [
+        f"| trial | params | seeds | {result.metric} (mean ± 95 % CI) | difference from best "
+        "(95 % CI) | p |",
+        "| ---: | :--- | ---: | ---: | ---: | ---: |",
+    ]
+    for c, comp in zip(result.candidates, [None, *result.comparisons], strict=True):
+        params = ", ".join(f"{k}={param_text(v)}" for k, v in c.params.items())
+        lines.append(
+            f"| {c.number} | {params} | {c.summary.n} | {_pm(c.summary)} | {_diff(comp)} | "
+            f"{_p(comp)} |"
+        )
+    return [
         "## Confirmation",
         "",
         f"The best {len(result.candidates)} configurations re-trained to "
@@ -95,49 +116,42 @@ def confirmation_section(result: Confirmation | None) -> list[str]:
         f"is chosen on the means, and compared with each runner-up by Welch's t-test "
         f"(alpha {result.alpha:g}).",
         "",
-        f"| trial | params | seeds | {result.metric} mean ± 95 % CI | difference from best "
-        "(95 % CI) | p |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *table("\n".join(lines), f"Confirmation of the best configurations on `{result.metric}`."),
     ]
-    for c, comp in zip(result.candidates, [None, *result.comparisons], strict=True):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in c.params.items())
-        lines.append(
-            f"| {c.number} | {params} | {c.summary.n} | {_pm(c.summary)} | {_diff(comp)} | "
-            f"{_p(comp)} |"
-        )
-    return [*lines, ""]
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def param_text(v: Any) -> str:
+    """A hyperparameter's value as the report writes it: floats to 3 significant digits."""
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _diff(c: Comparison | None) -> str:
     if c is None:
-        return "-"
+        return DASH
     if c.ci_low is None:
         return f"{c.diff:+.4f}"
     return f"{c.diff:+.4f} ({c.ci_low:+.4f} to {c.ci_high:+.4f})"
 
 
 def _p(c: Comparison | None) -> str:
-    return "-" if c is None or c.p_value is None else f"{c.p_value:.3g}"
+    return DASH if c is None or c.p_value is None else f"{c.p_value:.3g}"
 
 
 # --------------------------------------------------------------------------- the reference
 
 
-def reference_section(cfg: Config, rows: list[TrialRow], test_accuracy: float | None) -> list[str]:
+def reference_section(
+    cfg: Config, rows: list[TrialRow], test_accuracy: float | None, table: Captioned = _plain
+) -> list[str]:
     """The reference study's published numbers beside ours per epoch budget: our mean ± 95 %
-    CI, whether the published value lies inside our interval, and which budgets differ."""
+    CI, whether the published value lies inside our interval, and which budgets differ;
+    `table(text, caption)` sets the table."""
     ref = cfg.reference
     by_epochs = _by_epochs(rows)
     out = [
-        "## Replication of the reference study",
-        "",
         "| epochs | reference val_accuracy | this study val_accuracy (mean ± 95 % CI) | seeds "
         "| reference inside our interval | loss | accuracy | val_loss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ---: | ---: | ---: | ---: | :--- | ---: | ---: | ---: |",
     ]
     for epochs, value in ref.val_accuracy.items():
         row = by_epochs.get(epochs)
@@ -146,12 +160,13 @@ def reference_section(cfg: Config, rows: list[TrialRow], test_accuracy: float | 
             continue
         s = {k: metric_summary(row, k) for k in METRICS_SHOWN}
         inside = s["val_accuracy"].contains(value) if s["val_accuracy"] else None
-        mark = {True: "yes", False: "no", None: "- (1 seed: no interval)"}[inside]
+        mark = {True: "yes", False: "no", None: f"{DASH} (1 seed: no interval)"}[inside]
         out.append(
             f"| {epochs} | {value:.3f} | {_pm(s['val_accuracy'])} | {s['val_accuracy'].n} | "
             f"{mark} | {_pm(s['loss'])} | {_pm(s['accuracy'])} | {_pm(s['val_loss'])} |"
         )
-    out.append("")
+    caption = "The reference study's published values beside this study's, per epoch budget."
+    out = ["## Replication of the reference study", "", *table("\n".join(out), caption)]
     for epochs, value in ref.test_accuracy.items():
         out.append(f"Reference test accuracy after {epochs} epochs: {value:.2%}.")
     if test_accuracy is not None:
@@ -224,7 +239,7 @@ def supports(cfg: Config, rows: list[TrialRow], confirmation: Confirmation | Non
             best, nxt = f"the best trial ({a.trial.number})", f"the next ({b.trial.number})"
             text = _statement(best, nxt, c, alpha)
             lines.append(f"- {text[0].upper()}{text[1:]}.")
-        if complete and confirmation is None and cfg.search.confirm.top_k:
+        if complete and cfg.search.confirm.top_k and not cfg.search.objectives:
             lines.append(
                 "- No confirmation stage has run: `python -m cifar_exp confirm "
                 f"{cfg.search.study_name}` re-trains the best configurations with more seeds."
@@ -237,3 +252,87 @@ def supports(cfg: Config, rows: list[TrialRow], confirmation: Confirmation | Non
 def best_summary(rows: list[TrialRow], number: int | None) -> Summary | None:
     row = next((r for r in rows if r.trial.number == number), None)
     return summarize(seed_values(row)) if row and seed_values(row) else None
+
+
+# --------------------------------------------------------------------------- the abstract
+
+
+def duration_text(seconds: float) -> str:
+    """A wall time in the unit that reads best: `42 s`, `12.5 min`, `3.2 h`."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def question(cfg: Config, searched: list[str]) -> str:
+    """The question a study asks, in words, from what it searches and what it optimizes."""
+    s, t = cfg.search, cfg.trainer
+    names = ", ".join(f"`{k}`" for k in searched) or "the configured settings"
+    ways = [str(d) for d in s.directions] if s.objectives else [str(s.direction)]
+    goals = " and the ".join(
+        f"{'highest' if d == 'maximize' else 'lowest'} `{k}`"
+        for k, d in zip(s.objectives or [s.metric], ways, strict=True)
+    )
+    budget = "" if "trainer.epochs" in searched else f" for {_epochs(t.epochs)}"
+    trade = " (a trade-off: the Pareto front)" if s.objectives else ""
+    return (
+        f"Which {names} give the {goals}{trade} of the `{cfg.model.name}` network trained "
+        f"with `{cfg.optimizer.name}`{budget} on CIFAR-10?"
+    )
+
+
+def summary_section(
+    cfg: Config,
+    rows: list[TrialRow],
+    best: optuna.trial.FrozenTrial | None,
+    confirmation: Confirmation | None,
+    test: Evaluation | None,
+    searched: list[str],
+    wall_seconds: float,
+) -> list[str]:
+    """The abstract: the question, the best configuration with its value and the number of
+    seeds it rests on (its interval where several), its test accuracy with Wilson's interval
+    over the test images, the trials by state and the wall time."""
+    s = cfg.search
+    lines = ["## Summary", "", f"**Question.** {question(cfg, searched)}", ""]
+    if confirmation is not None:
+        w = confirmation.winner
+        number, params, value = w.number, w.params, w.summary.text()
+        how = f", chosen on the means of {w.summary.n} seeds"
+    elif best is not None:
+        number, params = best.number, best.params
+        value = (best_summary(rows, best.number) or summarize(best.values[:1])).text()
+        how = " (on the Pareto front, best on the first objective)" if s.objectives else ""
+    else:
+        number = None
+    if number is None:
+        lines += ["**Best configuration.** None yet: no trial has completed.", ""]
+    else:
+        shown = ", ".join(f"`{k}` = {param_text(v)}" for k, v in params.items())
+        lines += [
+            f"**Best configuration.** Trial {number}{how}: {shown}; `{s.metric}` {value}.",
+            "",
+        ]
+    if test is not None:
+        low, high = test.accuracy_interval()
+        lines += [
+            f"**Test accuracy.** {test.accuracy:.4f} (95 % CI {low:.4f} to {high:.4f}, Wilson, "
+            f"over {test.n:,} test images). It rests on one trained model (one seed); the "
+            "interval covers the finite test set, not seed-to-seed variation.",
+            "",
+        ]
+    n = {k: sum(1 for r in rows if r.trial.state.name == k) for k in ("COMPLETE", "PRUNED", "FAIL")}
+    other = len(rows) - sum(n.values())
+    lines += [
+        f"**Trials.** {len(rows)} of {s.n_trials} planned: {n['COMPLETE']} complete, "
+        f"{n['PRUNED']} pruned, {n['FAIL']} failed"
+        + (f", {other} unfinished" if other else "")
+        + f"; `{s.sampler.name}` sampler, "
+        + ("no pruning (several objectives)" if s.objectives else f"`{s.pruner.name}` pruner")
+        + "; wall time "
+        f"{duration_text(wall_seconds)}.",
+        "",
+    ]
+    return lines

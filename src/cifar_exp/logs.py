@@ -1,5 +1,7 @@
 """Logging, set up in one place: the CLI, the trial processes of a sweep and the benchmarks all
-call `setup`, which also keeps third-party start-up noise out of the terminal."""
+call `setup`, which also keeps third-party start-up noise out of the terminal. While a live
+display (progress bars) is on screen, `printing_through` sends log lines through its console,
+so that they appear above the bars instead of glued onto one."""
 
 from __future__ import annotations
 
@@ -7,6 +9,12 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 NOISY_LOGGERS = (
     "mlflow",
@@ -33,6 +41,7 @@ def setup(level: int = logging.INFO, *, rich: bool = True) -> None:
         handler = logging.StreamHandler()
         fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="[%X]", handlers=[handler])
+    logging.captureWarnings(True)  # Python warnings as log lines, through the same handler
     quiet_libraries()
 
     def thread_failed(args: threading.ExceptHookArgs) -> None:
@@ -43,19 +52,68 @@ def setup(level: int = logging.INFO, *, rich: bool = True) -> None:
     threading.excepthook = thread_failed
 
 
+@contextmanager
+def printing_through(console: Console) -> Iterator[None]:
+    """Rich log handlers print through `console` (the one a live display draws on) while in
+    this block; rich then writes each log line above the display."""
+    from rich.logging import RichHandler
+
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    saved = [h.console for h in handlers]
+    for h in handlers:
+        h.console = console
+    try:
+        yield
+    finally:
+        for h, c in zip(handlers, saved, strict=True):
+            h.console = c
+
+
 def quiet_libraries() -> None:
     """Library loggers at WARNING, MLflow's progress bars off, Optuna's per-trial lines off
-    (the CLI shows trials and failures itself)."""
-    import warnings
-
-    import optuna
-
+    (the CLI shows trials and failures itself) as soon as a command that searches imports it."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if "optuna" in sys.modules:
+        _quiet_optuna()
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("optuna", _quiet_optuna))
+
+
+def _quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class _AfterImport:
+    """An import hook that calls `then()` right after module `name` is first imported (a
+    command that never searches never pays for importing Optuna)."""
+
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        if fullname != self.name:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_then(module: object) -> None:
+                exec_module(module)
+                self.then()
+
+            spec.loader.exec_module = exec_then  # type: ignore[method-assign]
+        return spec
 
 
 def import_tensorflow_quietly() -> None:

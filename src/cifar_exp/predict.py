@@ -3,7 +3,8 @@ the reference study did, and return the top classes with their probabilities.
 
 Resizing: the whole image is squeezed to 32x32 (aspect ratio not kept, no crop) with bicubic
 interpolation, as the reference's `Image.resize((32, 32))`; then scaled to [0, 1] as in
-training. The GUI uses the same `Classifier`.
+training. The GUI uses the same `Classifier`, which also carries the model's card (its
+reference and test accuracy, `model_card.py`) shown with every prediction.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cifar_exp.config import Config
 from cifar_exp.data import CLASS_NAMES
+
+if TYPE_CHECKING:  # imported where used: the window opens before MLflow and Keras load
+    from cifar_exp.model_card import ModelCard
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 # Pillow's own limit (about 89 million pixels) turned from a warning into an error: a larger
@@ -110,17 +114,22 @@ def to_input(image: Image.Image) -> np.ndarray:
 
 
 class Classifier:
-    """A loaded model that classifies images; the CLI's `predict` and the GUI share it."""
+    """A loaded model that classifies images, and its card; the CLI's `predict` and the GUI
+    share it. A model given without a card has an unknown test accuracy."""
 
-    def __init__(self, model: Any, source: str) -> None:
-        self.model, self.source = model, source
+    def __init__(self, model: Any, source: str, card: ModelCard | None = None) -> None:
+        if card is None:
+            from cifar_exp.model_card import ModelCard
+
+            card = ModelCard(source, unknown=f"test accuracy unknown: no record of {source}")
+        self.model, self.source, self.card = model, source, card
 
     @classmethod
     def load(cls, reference: str | None, cfg: Config) -> Classifier:
-        from cifar_exp.registry import load_model
+        from cifar_exp.model_card import describe
 
-        model, source = load_model(reference, cfg)
-        return cls(model, source)
+        model, card = describe(reference, cfg)
+        return cls(model, card.reference, card)
 
     def classify(self, images: list[Image.Image], top: int = 3) -> list[list[tuple[str, float]]]:
         """Top-`top` (class, probability) lists, one per image."""

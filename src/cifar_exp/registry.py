@@ -1,5 +1,6 @@
-"""Models by reference: the MLflow model registry, the `champion` alias, and loading a model
-from a run id, a `models:/` URI or a `.keras` file (always in Keras safe mode)."""
+"""Models by reference: the MLflow model registry, the `champion` alias, loading a model from
+a run id, a `models:/` URI or a `.keras` file (always in Keras safe mode), and the facts a
+registered version carries (study, trial, seed, test accuracy) that `model_card` reads."""
 
 from __future__ import annotations
 
@@ -12,23 +13,17 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from cifar_exp.cifar_files import sha256
 from cifar_exp.config import Config
-from cifar_exp.errors import UserError
+from cifar_exp.keras_files import ModelNotFound as ModelNotFound
+from cifar_exp.keras_files import ModelRefused as ModelRefused
+from cifar_exp.keras_files import load_keras_file
 from cifar_exp.tracking import setup
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-
-
-class ModelNotFound(UserError, ValueError):
-    """A model reference that names nothing loadable; the message says what was tried."""
-
-
-class ModelRefused(ModelNotFound):
-    """A model that exists but is not used: it does not load in safe mode, expands too far, or
-    is not a CIFAR-10 classifier."""
 
 
 @dataclass(frozen=True)
@@ -65,30 +60,43 @@ def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Re
         "value": str(value),
         "direction": direction,
         "validation": str(cfg.data.validation),
+        **run_facts(client, run_id),
     }
     version = (
         existing[0]
         if existing
         else client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
     )
+    for key, val in tags.items() if existing else ():  # facts a version from before lacks
+        if key not in (version.tags or {}):
+            client.set_model_version_tag(name, version.version, key, val)
     previous = _champion(client, name)
     record: dict[str, Any] = {}
     p = None
+    uri = f"models:/{name}/{version.version}"
+    splits = _full_test_set(cfg)
     if previous is None:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         is_champion, decision = True, "the first champion"
     elif previous.version == version.version:
         is_champion, decision = True, "already the champion"
     else:
-        record = challenge(
-            cfg, f"models:/{name}/{version.version}", f"models:/{name}/{previous.version}"
-        )
+        record = challenge(cfg, uri, f"models:/{name}/{previous.version}", splits)
         p = record["champion.p_value"]
         better = record["champion.challenger_accuracy"] > record["champion.incumbent_accuracy"]
         is_champion = better and p < cfg.tracking.champion_alpha
         if is_champion:
             client.set_registered_model_alias(name, CHAMPION, version.version)
         decision = _decision(is_champion, previous.version, record, cfg.tracking.champion_alpha)
+    if "challenger" in record:  # measured on the full test set just now
+        record.update(_test_tags(record.pop("challenger"), splits))
+        _backfill(client, name, previous.version, record.pop("incumbent"), splits)
+    elif TEST_ACCURACY not in (version.tags or {}):
+        record.update(_test_tags(_correct(cfg, uri, splits), splits))
+        decision += (
+            f" (test accuracy {float(record[TEST_ACCURACY]):.4f} [{record['test.ci']}] on "
+            f"{record['test.images']} images)"
+        )
     record["champion.decision"] = decision
     for key, val in record.items():
         client.set_model_version_tag(name, version.version, key, str(val))
@@ -102,21 +110,16 @@ def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Re
     )
 
 
-def challenge(cfg: Config, challenger: str, incumbent: str) -> dict[str, Any]:
+def challenge(cfg: Config, challenger: str, incumbent: str, splits: Any) -> dict[str, Any]:
     """Both models on the same full test set (every test image of the data source): their
-    accuracies with Wilson 95 % intervals, and McNemar's exact test on per-image correctness."""
-    from omegaconf import OmegaConf
-
-    from cifar_exp.data import load_cifar10
+    accuracies with Wilson 95 % intervals, and McNemar's exact test on per-image correctness.
+    Also each model's per-image correctness, under "challenger" and "incumbent"."""
     from cifar_exp.stats import accuracy_interval, mcnemar
-    from cifar_exp.train import predict_classes
 
-    data = OmegaConf.merge(cfg.data, {"limit_test": None})
-    splits = load_cifar10(data)
-    correct = {}
-    for role, uri in (("challenger", challenger), ("incumbent", incumbent)):
-        model, _ = load_model(uri, cfg)
-        correct[role] = predict_classes(model, splits.x_test) == splits.y_test
+    correct = {
+        "challenger": _correct(cfg, challenger, splits),
+        "incumbent": _correct(cfg, incumbent, splits),
+    }
     n = len(splits.y_test)
     test = mcnemar(correct["challenger"], correct["incumbent"])
     out: dict[str, Any] = {"champion.test_images": n}
@@ -132,7 +135,65 @@ def challenge(cfg: Config, challenger: str, incumbent: str) -> dict[str, Any]:
             "champion.test": "McNemar exact (binomial on discordant images)",
         }
     )
-    return out
+    return {**out, **correct}
+
+
+def _full_test_set(cfg: Config) -> Any:
+    """Every test image of `cfg.data`'s source, whatever subset a study measured on."""
+    from omegaconf import OmegaConf
+
+    from cifar_exp.data import load_cifar10
+
+    return load_cifar10(OmegaConf.merge(cfg.data, {"limit_test": None}))
+
+
+def _correct(cfg: Config, uri: str, splits: Any) -> Any:
+    """Per test image: does the model at `uri` get it right."""
+    from cifar_exp.train import predict_classes
+
+    model, _ = load_model(uri, cfg)
+    return predict_classes(model, splits.x_test) == splits.y_test
+
+
+# What `predict` shows with every prediction, recorded on the model version at registration:
+# the model is one training (one seed), measured on every image of the test set.
+TEST_ACCURACY = "test.accuracy"
+EVALUATES_SHA256 = "evaluates.sha256"  # on an `evaluate` run: the sha256 of the .keras file
+
+
+def _test_tags(right: Any, splits: Any) -> dict[str, str]:
+    from cifar_exp.stats import accuracy_interval
+
+    n, k = len(right), int(right.sum())
+    low, high = accuracy_interval(k, n)
+    return {
+        TEST_ACCURACY: f"{k / n:.6g}",
+        "test.images": str(n),
+        "test.correct": str(k),
+        "test.ci": f"{low:.4f}-{high:.4f}",
+        "test.seeds": "1",
+        "test.data_sha256": str(splits.info.get("sha256", "")),
+    }
+
+
+def _backfill(client: MlflowClient, name: str, version: str, right: Any, splits: Any) -> None:
+    """The incumbent's test accuracy, measured just now, on a version registered before
+    versions carried one."""
+    if TEST_ACCURACY not in (client.get_model_version(name, version).tags or {}):
+        for key, val in _test_tags(right, splits).items():
+            client.set_model_version_tag(name, version, key, val)
+
+
+def run_facts(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The trial and seed of the run whose model is registered, from its record."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return {}
+    tags, params = run.data.tags, run.data.params
+    out = {"trial": tags.get("optuna.trial_number"), "seed": tags.get("seed")}
+    out["seed"] = out["seed"] or params.get("trainer.seed")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _decision(moves: bool, previous: str, r: dict[str, Any], alpha: float) -> str:
@@ -170,23 +231,21 @@ def model_uri(reference: str | None, cfg: Config) -> str:
     raise ModelNotFound(f"{reference}: not a run id, a models:/ or runs:/ URI, or a .keras file")
 
 
-# A .keras file is a zip: its JSON (config, metadata) is kilobytes, its weights megabytes.
-# The sizes its directory declares are checked before Keras opens it, so a small file that
-# expands to gigabytes is refused rather than read (Python's zipfile reads no more than the
-# declared size of a member).
-MAX_JSON_BYTES = 16 * 2**20
-MAX_MODEL_BYTES = 2 * 2**30
-
-
 def load_model(reference: str | None, cfg: Config) -> tuple[Any, str]:
     """The Keras model a reference names, loaded in safe mode and checked to be a CIFAR-10
     classifier (32x32x3 in, 10 classes out); also the URI it came from."""
+    model, uri, _ = load_with_file(reference, cfg)
+    return model, uri
+
+
+def load_with_file(reference: str | None, cfg: Config) -> tuple[Any, str, Path]:
+    """`load_model`, and the .keras file the model was read from."""
     uri = model_uri(reference, cfg)
-    if uri.endswith(".keras") and not uri.startswith(("models:/", "runs:/")):
+    if is_file(uri):
         path = Path(uri).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"{uri}: no such model file")
-        return _load_keras_file(path, uri), str(path.resolve())
+        return load_keras_file(path, uri), str(path.resolve()), path
     setup(cfg.tracking)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
@@ -196,73 +255,71 @@ def load_model(reference: str | None, cfg: Config) -> tuple[Any, str]:
     files = sorted(local.rglob("*.keras"))
     if not files:
         raise ModelNotFound(f"{uri}: holds no Keras model")
-    return _load_keras_file(files[0], uri), uri
+    return load_keras_file(files[0], uri), uri, files[0]
 
 
-def _load_keras_file(path: Path, uri: str) -> Any:
-    import keras
+def _training_run(uri: str) -> str | None:
+    """The run that trained the model a `runs:/` or `models:/` URI names."""
+    version = model_version(MlflowClient(), uri)
+    return version.run_id if version is not None else run_of_uri(uri)
 
-    # the tool's own layers, registered for loading in safe mode
-    import cifar_exp.models.layers
-    import cifar_exp.models.tta  # noqa: F401
 
-    _check_archive(path, uri)
+def is_file(uri: str) -> bool:
+    return uri.endswith(".keras") and not uri.startswith(("models:/", "runs:/"))
+
+
+def model_version(client: MlflowClient, uri: str) -> Any:
+    """The registered version a `models:/` URI names, or the first that holds a run's model."""
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelRefused(f"{uri}: not a loadable Keras model ({reason})") from None
-    _check_signature(model, uri)
-    return model
+        if uri.startswith("models:/"):
+            name, sep, alias = uri.removeprefix("models:/").partition("@")
+            if sep:
+                return client.get_model_version_by_alias(name, alias)
+            name, _, number = name.partition("/")
+            if number.isdigit():
+                return client.get_model_version(name, number)
+            found = client.search_model_versions(f"name = '{name}'")  # models:/NAME/latest
+            return max(found, key=lambda v: int(v.version)) if found else None
+        run_id = run_of_uri(uri)
+        found = client.search_model_versions(f"run_id = '{run_id}'") if run_id else []
+        return min(found, key=lambda v: int(v.version)) if found else None
+    except MlflowException:
+        return None
 
 
-def _check_archive(path: Path, uri: str) -> None:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ModelRefused(f"{uri}: not a loadable Keras model ({e})") from None
-    for entry in entries:
-        if entry.filename.endswith(".json") and entry.file_size > MAX_JSON_BYTES:
-            raise ModelRefused(
-                f"{uri}: its {entry.filename} expands to {entry.file_size / 2**20:,.0f} MiB "
-                "(a model's config is kilobytes); refused"
-            )
-    total = sum(e.file_size for e in entries)
-    if total > MAX_MODEL_BYTES:
-        raise ModelRefused(f"{uri}: expands to {total / 2**30:,.1f} GiB; refused")
+def run_of_uri(uri: str) -> str | None:
+    return uri.removeprefix("runs:/").split("/")[0] if uri.startswith("runs:/") else None
 
 
-def _check_signature(model: Any, uri: str) -> None:
-    """32x32 RGB images in, one probability per CIFAR-10 class out."""
-    try:
-        inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
-    except (AttributeError, TypeError, ValueError):
-        raise ModelRefused(f"{uri}: not a single-input, single-output Keras model") from None
-    if inputs[1:] != (32, 32, 3) or outputs[1:] != (10,):
-        raise ModelRefused(
-            f"{uri}: takes {inputs[1:]} and gives {outputs[1:]}; a CIFAR-10 classifier "
-            "takes (32, 32, 3) images and gives 10 class probabilities"
-        )
-
-
-def evaluate_model(reference: str | None, cfg: Config) -> Evaluation:
-    """A model reference on the test set of `cfg.data` (loss, accuracy, per-class accuracy,
-    confusion matrix), logged as an `evaluate` MLflow run when tracking is on."""
+def evaluate_model(
+    reference: str | None, cfg: Config, overrides: list[str] | tuple[str, ...] = ()
+) -> Evaluation:
+    """A model reference on the test set (loss, accuracy, per-class accuracy, confusion
+    matrix), logged as an `evaluate` MLflow run when tracking is on. The test set is that of
+    the data the model's training run recorded (its source, split and subsets: a fact of the
+    run, not of this environment), with the command line's `data.*` overrides on top; a bare
+    `.keras` file, which has no record, is evaluated on `cfg.data`."""
     from cifar_exp import runs
     from cifar_exp.data import load_cifar10
-    from cifar_exp.tracking import run, run_tags
+    from cifar_exp.tracking import run, run_config, run_tags
     from cifar_exp.train import evaluate
 
-    model, uri = load_model(reference, cfg)
-    splits = load_cifar10(cfg.data)
+    model, uri, path = load_with_file(reference, cfg)
+    data = cfg.data
+    trained = None if is_file(uri) else _training_run(uri)
+    if trained is not None:
+        data = run_config(trained, cfg, [o for o in overrides if o.startswith("data.")]).data
+    splits = load_cifar10(data)
     if not cfg.tracking.enabled:
         result = evaluate(model, splits.x_test, splits.y_test)
     else:
         experiment_id = setup(cfg.tracking)
-        tags = {**run_tags(cfg), "evaluates": uri, "data.sha256": splits.info["sha256"]}
+        tags = {
+            **run_tags(cfg),
+            "evaluates": uri,
+            EVALUATES_SHA256: sha256(path),  # how `model_record` finds it, wherever the file is
+            "data.sha256": splits.info["sha256"],
+        }
         with run("evaluate", experiment_id, tags=tags):
             result = runs.evaluate_and_log(model, splits)
     result.model = uri

@@ -4,9 +4,6 @@ study storage, so what a report shows is exactly what was gathered."""
 
 from __future__ import annotations
 
-import base64
-import html
-import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,14 +13,17 @@ from typing import Any
 import optuna
 import pandas as pd
 from matplotlib import pyplot as plt
-from omegaconf import OmegaConf
 
-from cifar_exp import findings, plots, provenance
+from cifar_exp import findings, pareto, plots, provenance
 from cifar_exp.config import METRICS, Config, to_yaml
 from cifar_exp.data import CLASS_NAMES
 from cifar_exp.findings import TrialRow
+from cifar_exp.pareto import BudgetAnswer
 from cifar_exp.study.confirm import Confirmation
+from cifar_exp.study.trials import directions, objectives
 from cifar_exp.train import Evaluation
+from cifar_exp.typeset import DASH, DPI, Numbered, md_table, shown_table, space_table
+from cifar_exp.typeset import render_html as render_html  # report.py renders through here
 
 # the reference table's learning rate and batch size, shown whether searched or not
 TABLE_CONFIG = ("optimizer.lr", "trainer.batch_size")
@@ -41,7 +41,7 @@ class StudyRecord:
     parent_run_id: str | None
     confirmation: Confirmation | None = None
     parent_tags: dict[str, str] = field(default_factory=dict)
-    data_sha256: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # the trials' data.json record
     storage: str = ""  # credentials masked
 
 
@@ -56,9 +56,10 @@ def _number(text: str | None) -> float | int | str | None:
 
 
 def trials_table(rows: list[TrialRow], cfg: Config) -> pd.DataFrame:
-    """One row per trial, best first: the reference study's columns plus state and duration;
-    with several seeds per trial, each metric is their mean followed by the half-width of its
-    95 % interval (`<metric> ±`), and the number of seeds."""
+    """One row per trial, best first: the reference study's columns plus state, what became of
+    the trial in words (`status`: "complete", "pruned at epoch 3", "failed: reason") and its
+    duration; with several seeds per trial, each metric is their mean followed by the
+    half-width of its 95 % interval (`<metric> ±`), and the number of seeds."""
     several = any(r.trial.user_attrs.get("n_seeds", 1) > 1 for r in rows)
     records = []
     for r in rows:
@@ -72,10 +73,13 @@ def trials_table(rows: list[TrialRow], cfg: Config) -> pd.DataFrame:
                 values[f"{k} ±"] = (s.ci_high - s.ci_low) / 2 if ok else None
         if several:
             values["seeds"] = t.user_attrs.get("n_seeds")
+        if pareto.TRAIN_TIME in objectives(cfg.search):  # an objective: a column of its own
+            values[pareto.TRAIN_TIME] = t.user_attrs.get(pareto.TRAIN_TIME)
         records.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
+                "status": _status(r),
                 **values,
                 "epochs": len(r.history.get("loss") or []),
                 **{k: _number(r.params.get(k)) for k in TABLE_CONFIG},
@@ -86,40 +90,62 @@ def trials_table(rows: list[TrialRow], cfg: Config) -> pd.DataFrame:
     df = pd.DataFrame(records)
     if df.empty:
         return df
-    ascending = str(cfg.search.direction) == "minimize"
+    ascending = directions(cfg.search)[0] == "minimize"  # the first objective, best first
     df["_rank"] = df["state"].map({"COMPLETE": 0, "PRUNED": 1}).fillna(2)
-    df = df.sort_values(["_rank", cfg.search.metric], ascending=[True, ascending])
+    df = df.sort_values(["_rank", objectives(cfg.search)[0]], ascending=[True, ascending])
     return df.drop(columns="_rank").reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- render
+def _status(row: TrialRow) -> str:
+    """What became of a trial, in words."""
+    t = row.trial
+    if t.state.name == "PRUNED":
+        epoch = t.user_attrs.get("pruned_at_epoch") or len(row.history.get("loss") or [])
+        return f"pruned at epoch {epoch}" if epoch else "pruned"
+    if t.state.name == "FAIL":
+        reason = str(t.user_attrs.get("fail_reason") or "").strip().splitlines()
+        text = reason[0] if reason else "no reason recorded"
+        return f"failed: {text[:60] + '…' if len(text) > 60 else text}"
+    return t.state.name.lower() + _origin(t)
+
+
+def _origin(t: optuna.trial.FrozenTrial) -> str:
+    """Where a trial's parameters came from, when not from the sampler."""
+    if "warm_start_from" in t.user_attrs:  # study/warm.py: "<study>#<trial>"
+        return f" (warm start: {t.user_attrs['warm_start_from']})"
+    retried = t.system_attrs.get("failed_trial")
+    return f" (retry of trial {retried})" if retried is not None else ""
+
+
+# --------------------------------------------------------------------------- figures
 
 
 def _fig(figures: dict[str, Path], out: Path, name: str, fig: Any) -> None:
     path = out / "figures" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04)
     plt.close(fig)
     figures[name] = path
 
 
-def make_figures(record: StudyRecord, out: Path, test: Evaluation | None) -> dict[str, Path]:
+def make_figures(
+    record: StudyRecord, out: Path, test: Evaluation | None, metric: str = "val_accuracy"
+) -> dict[str, Path]:
+    """Every figure of the report, saved under `out/figures/`, keyed by file name."""
     figures: dict[str, Path] = {}
-    number = record.best.number if record.best else None
-    best = next((r for r in record.rows if r.trial.number == number), None)
+    best = _best_row(record)
     if best and best.history.get("loss"):
-        for metric in ("accuracy", "loss"):
-            title = f"best trial ({best.trial.number}): {metric} per epoch"
-            if best.std:
-                title += f", mean ± std of {best.trial.user_attrs.get('n_seeds')} seeds"
-            curve = plots.curve(best.history, metric, title, std=best.std or None)
-            _fig(figures, out, f"best_{metric}.png", curve)
-    curves = {f"trial {r.trial.number}": r.history.get("val_accuracy", []) for r in record.rows}
-    bands = {f"trial {r.trial.number}": r.std.get("val_accuracy", []) for r in record.rows}
+        _fig(figures, out, "learning_curves.png", plots.curves(best.history, best.std or None))
+    curves, bands, stopped = {}, {}, set()
+    for r in record.rows:
+        label = f"trial {r.trial.number}"
+        if r.trial.state.name in ("PRUNED", "FAIL") and r.history.get(metric):
+            label += " (pruned)" if r.trial.state.name == "PRUNED" else " (failed)"
+            stopped.add(label)
+        curves[label], bands[label] = r.history.get(metric, []), r.std.get(metric, [])
     if any(curves.values()):
-        overlay = plots.overlay(curves, "val_accuracy", bands)
-        _fig(figures, out, "all_val_accuracy.png", overlay)
-    for name, fig in plots.study_figures(record.study).items():
+        _fig(figures, out, "all_curves.png", plots.overlay(curves, metric, bands, stopped))
+    for name, fig in plots.study_figures(record.study, metric).items():
         _fig(figures, out, name, fig)
     if test:
         _fig(
@@ -131,8 +157,9 @@ def make_figures(record: StudyRecord, out: Path, test: Evaluation | None) -> dic
     return figures
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=".4g") if not df.empty else "_no trials_"
+def _best_row(record: StudyRecord) -> TrialRow | None:
+    number = record.best.number if record.best else None
+    return next((r for r in record.rows if r.trial.number == number), None)
 
 
 def _trial_command(study_command: str, params: dict[str, Any]) -> str:
@@ -141,95 +168,154 @@ def _trial_command(study_command: str, params: dict[str, Any]) -> str:
     return shlex.join([*argv, *(f"{k}={v}" for k, v in params.items())])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def render_markdown(
     cfg: Config,
     record: StudyRecord,
     test: Evaluation | None,
     figures: dict[str, Path],
     table: pd.DataFrame,
+    budget: BudgetAnswer | None = None,
 ) -> str:
-    """The report as Markdown; figures referenced as `figures/<name>`."""
-    s, study, rows = cfg.search, record.study, record.rows
-    starts = [r.trial.datetime_start for r in rows if r.trial.datetime_start]
-    ends = [r.trial.datetime_complete for r in rows if r.trial.datetime_complete]
-    wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
-    fig = lambda name, alt: f"![{alt}](figures/{name})\n" if name in figures else ""  # noqa: E731
+    """The report as Markdown, laid out as an appendix reads: the summary first, then the
+    setup, the results with numbered tables and figures (the Pareto front, the best within
+    `budget`), the test set and the provenance; figures referenced as `figures/<name>`."""
+    s, rows, metric = cfg.search, record.rows, cfg.search.metric
+    goals = ", ".join(f"`{k}` ({d})" for k, d in zip(objectives(s), directions(s), strict=True))
+    num = Numbered(figures)
+    searched = list(record.space)
     lines = [
-        f"# Study `{study.study_name}`",
+        f"# Study `{record.study.study_name}`",
         "",
-        f"_Report generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} by cifar-exp._",
+        f"_Report of a cifar-exp study, generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; "
+        f"experiment `{cfg.experiment}`, {'objectives' if s.objectives else 'metric'} {goals}._",
         "",
-        "## Study",
-        "",
-        f"- experiment: `{cfg.experiment}`; metric: `{s.metric}` ({s.direction})",
-        f"- sampler: `{s.sampler.name}` (seed {s.sampler.seed}); pruner: `{s.pruner.name}`",
-        f"- trials: {len(rows)} ("
-        + ", ".join(f"{v} {k.lower()}" for k, v in record.counts.items())
-        + f"); target {s.n_trials}",
-        f"- wall time: {wall / 60:.1f} min",
-        "- search space:",
-        "",
-        "```yaml",
-        OmegaConf.to_yaml(OmegaConf.create(record.space)).strip(),
-        "```",
-        "",
+        *findings.summary_section(
+            cfg, rows, record.best, record.confirmation, test, searched, pareto.wall_seconds(rows)
+        ),
         *findings.supports(cfg, rows, record.confirmation),
-        "## Trials (best first)",
+        "## Setup",
         "",
-        _md_table(table),
+        f"Each trial trains the `{cfg.model.name}` network with `{cfg.optimizer.name}` for up to "
+        f"{cfg.trainer.epochs} epochs on {_count(s.seeds, 'seed')} per configuration and reports "
+        f"`{metric}` after its last epoch; `{s.sampler.name}` proposes the configurations "
+        f"(seed {s.sampler.seed}) and {pareto.pruning(s)}.",
         "",
-        *findings.confirmation_section(record.confirmation),
+        *num.table(space_table(record.space), "The search space: what each trial drew from."),
     ]
+    headers, cells, numeric = shown_table(table, metric) if not table.empty else ([], [], [])
+    caption = (
+        f"Every trial, best `{metric}` first: values after the trial's last epoch (the epoch "
+        "a pruned trial stopped at); duration is the trial's own wall time."
+    )
+    lines += ["## Results", ""]
+    lines += (
+        num.table(md_table(headers, cells, numeric), caption) if headers else ["_No trials._", ""]
+    )
+    lines += pareto.front_section(record.study, metric, num)
+    lines += pareto.budget_section(budget)
+    lines += findings.confirmation_section(record.confirmation, num.table)
     if cfg.reference is not None:
-        lines += findings.reference_section(cfg, rows, test.accuracy if test else None)
-    lines += [
-        "## Learning curves",
-        "",
-        fig("best_accuracy.png", "best trial accuracy per epoch"),
-        fig("best_loss.png", "best trial loss per epoch"),
-        fig("all_val_accuracy.png", "validation accuracy of every trial"),
-        "## Search",
-        "",
-        fig("optimization_history.png", "optimization history"),
-        fig("param_importances.png", "parameter importances"),
-        fig("parallel_coordinate.png", "parallel coordinates"),
-        fig("slice.png", "slice plot"),
-    ]
-    lines += _test_section(test, figures)
+        lines += findings.reference_section(cfg, rows, test.accuracy if test else None, num.table)
+    best = _best_row(record)
+    if best is not None:
+        shown = best.trial.params.items()
+        config = ", ".join(f"`{k}` = {findings.param_text(v)}" for k, v in shown)
+        seeds = best.trial.user_attrs.get("n_seeds", 1)
+        spread = f"; mean of {seeds} seeds, band ± one standard deviation" if best.std else ""
+        lines += ["## Learning curves", ""]
+        lines += num.figure(
+            "learning_curves.png",
+            f"Accuracy (a) and loss (b) per epoch of the best trial ({best.trial.number}: "
+            f"{config}) on the training images and the validation images{spread}.",
+        )
+    lines += num.figure(
+        "all_curves.png",
+        f"`{metric}` per epoch of every trial; a pruned or failed trial is dashed and ends in "
+        "a cross at its last recorded epoch (a trial that failed before its first epoch has "
+        "no line).",
+    )
+    search = [
+        ("optimization_history.png", f"Optimization history: each finished trial's `{metric}` "
+         "(points) and the best so far (line), in the order the trials ran."),
+        ("param_importances.png", f"Importance of each hyperparameter for `{metric}` "
+         "(Optuna's fANOVA over the complete trials; rough with few trials)."),
+        ("parallel_coordinate.png", f"Parallel coordinates: one line per complete trial from "
+         f"its `{metric}` (left axis, line colour) through its hyperparameter values."),
+        ("slice.png", f"`{metric}` against each hyperparameter, one point per complete trial; "
+         "colour gives the trial number."),
+    ]  # fmt: skip
+    if any(name in figures for name, _ in search):
+        lines += ["## Search", ""]
+        for name, text in search:
+            lines += num.figure(name, text)
+    lines += _test_section(test, num)
     lines += _provenance_section(cfg, record)
     return "\n".join(lines) + "\n"
 
 
-def _test_section(test: Evaluation | None, figures: dict[str, Path]) -> list[str]:
+def _test_section(test: Evaluation | None, num: Numbered) -> list[str]:
     if not test:
         return ["## Test set", "", "_No finished trial with a logged model to evaluate._", ""]
-    intervals = [f"{lo:.3f} to {hi:.3f}" if lo is not None else "-" for lo, hi in (
+    intervals = [f"{lo:.3f} to {hi:.3f}" if lo is not None else DASH for lo, hi in (
         ci or (None, None) for ci in test.per_class_intervals()
     )]  # fmt: skip
-    per_class = pd.DataFrame(
-        {"class": CLASS_NAMES, "accuracy": test.per_class_accuracy, "95 % CI": intervals}
-    )
+    per_class = [
+        [name, f"{acc:.3f}", ci, f"{sum(row):,}"]
+        for name, acc, ci, row in zip(
+            CLASS_NAMES, test.per_class_accuracy, intervals, test.confusion_matrix, strict=True
+        )
+    ]
     low, high = test.accuracy_interval()
+    table = md_table(
+        ["class", "accuracy", "95 % CI (Wilson)", "images"], per_class, [False, True, True, True]
+    )
     return [
         "## Best model on the held-out test set",
         "",
         f"Evaluated once (MLflow run `{test.run_id}`): **test accuracy "
-        f"{test.accuracy:.4f}** (95 % CI {low:.4f} to {high:.4f}, Wilson, {test.n} images; "
+        f"{test.accuracy:.4f}** (95 % CI {low:.4f} to {high:.4f}, Wilson, {test.n:,} images; "
         f"one model, one seed), test loss {test.loss:.4f}.",
         "",
-        per_class.to_markdown(index=False, floatfmt=".3f"),
-        "",
-        "![confusion matrix](figures/confusion_matrix.png)\n"
-        if "confusion_matrix.png" in figures
-        else "",
+        *num.table(table, "Test accuracy of the best model per class."),
+        *num.figure(
+            "confusion_matrix.png",
+            f"Confusion matrix of the best model on the {test.n:,} test images: images of each "
+            "true class (rows) by predicted class (columns).",
+        ),
     ]
 
 
+def _data_line(data: dict[str, Any]) -> str:
+    """Where the trials' data came from, as their runs recorded it (never this environment)."""
+    if not data:
+        return "not recorded (the study's runs hold no data.json)"
+    where = f"<{data['url']}>" if data.get("url") else f"`{data.get('source', '?')}`"
+    if data.get("validation") == "test":
+        split = "validated on the test set"
+    else:
+        split = f"{data.get('n_val', 0):,} held out for validation"
+    seed = data.get("split_seed", "?")
+    sizes = f"{data.get('n_train', 0):,} training and {data.get('n_test', 0):,} test images"
+    return f"{where} (sha256 `{data.get('sha256', '?')}`): {sizes}, {split} (split seed {seed})"
+
+
+def _with_data(command: str, data: dict[str, Any]) -> str:
+    """The recorded command with the data source it trained on (a local copy's path), so
+    re-running it does not depend on CIFAR10_PATH in the reader's environment."""
+    if not data.get("source") or data.get("url") or "data.path=" in command:
+        return command
+    return f"{command} {shlex.quote('data.path=' + data['source'])}"
+
+
 def _provenance_section(cfg: Config, record: StudyRecord) -> list[str]:
-    tags, sha = record.parent_tags, record.data_sha256
+    tags = record.parent_tags
     versions = {k.removeprefix("version."): v for k, v in tags.items() if k.startswith("version.")}
     versions = versions or provenance.versions()
-    command = tags.get("command") or "python -m cifar_exp sweep"
+    command = _with_data(tags.get("command") or "python -m cifar_exp sweep", record.data)
     out = [
         "## Provenance",
         "",
@@ -238,10 +324,8 @@ def _provenance_section(cfg: Config, record: StudyRecord) -> list[str]:
         f"- hardware: {tags.get('hardware.cpu', '?')} x{tags.get('hardware.cpu_count', '?')}"
         f"; GPUs: {tags.get('hardware.gpus', '?')}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        f"- data: `{cfg.data.path or 'official download'}` (sha256 `{sha or '?'}`), "
-        f"validation: {cfg.data.validation}",
-        f"- seeds: trainer.seed={cfg.trainer.seed}, data.split_seed={cfg.data.split_seed}, "
-        f"sampler seed={cfg.search.sampler.seed}",
+        f"- data: {_data_line(record.data)}",
+        f"- seeds: trainer.seed={cfg.trainer.seed}, sampler seed={cfg.search.sampler.seed}",
         f"- storage: `{record.storage}`; MLflow parent run: `{record.parent_run_id}`",
         "",
         "Re-run the study (resumes it if the storage still holds it):",
@@ -270,35 +354,3 @@ def _provenance_section(cfg: Config, record: StudyRecord) -> list[str]:
         "</details>",
     ]
     return out
-
-
-def render_html(markdown_text: str, figures: dict[str, Path], title: str) -> str:
-    """One self-contained HTML page: the Markdown rendered, every figure inlined."""
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code", "md_in_html"])
-
-    def inline(match: re.Match) -> str:
-        name = match.group(1)
-        data = base64.b64encode(figures[name].read_bytes()).decode() if name in figures else ""
-        return f'src="data:image/png;base64,{data}"'
-
-    body = re.sub(r'src="figures/([^"]+)"', inline, body)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
-       padding: 0 1rem; line-height: 1.45; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }}
-th {{ background: #f3f3f3; }}
-img {{ max-width: 100%; margin: 0.5rem 0; }}
-pre {{ background: #f6f6f6; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }}
-code {{ font-size: 0.9em; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""

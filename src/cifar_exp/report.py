@@ -1,8 +1,8 @@
 """Research reports: a study turned into Markdown and a self-contained HTML page.
 
 `report(cfg)` runs three steps: gather (the study from Optuna, every trial's history and the
-study's provenance from MLflow), evaluate (the best model on the held-out test set, once;
-cached on its run), render (figures, Markdown, HTML: from the gathered record alone, no
+study's provenance from MLflow), evaluate (the best model on the held-out test set, once,
+as a run of its own), render (figures, Markdown, HTML: from the gathered record alone, no
 MLflow or storage calls), then writes `reports/<study>/report.md`, `report.html` (figures
 embedded) and `figures/`, and logs them to the study's parent run.
 """
@@ -18,8 +18,9 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 
-from cifar_exp.config import METRICS, Config, ConfigError, mask, to_dict
+from cifar_exp.config import METRICS, Config, ConfigError, mask
 from cifar_exp.data import load_cifar10
+from cifar_exp.pareto import BudgetAnswer, within_budget
 from cifar_exp.render import (
     StudyRecord,
     TrialRow,
@@ -30,9 +31,19 @@ from cifar_exp.render import (
 )
 from cifar_exp.runs import evaluate_and_log
 from cifar_exp.study.confirm import recorded
+from cifar_exp.study.grammar import space_specs
 from cifar_exp.study.storage import storage_url
-from cifar_exp.study.trials import best_trial, counts
-from cifar_exp.tracking import read_test_metrics, run_config, setup
+from cifar_exp.study.trials import best_trial, counts, own
+from cifar_exp.tracking import (
+    find_evaluation,
+    log_data,
+    read_data,
+    read_test_metrics,
+    run,
+    run_config,
+    run_tags,
+    setup,
+)
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,7 @@ class ReportResult:
     figures: dict[str, Path]
     test: Evaluation | None
     table: pd.DataFrame
+    budget: BudgetAnswer | None = None  # the answer to `--budget-minutes`
 
 
 # --------------------------------------------------------------------------- gather
@@ -65,7 +77,7 @@ def gather(cfg: Config) -> StudyRecord:
     setup(cfg.tracking)
     client = MlflowClient()
     rows = []
-    for t in study.trials:
+    for t in own(study.trials):  # not a warm start's prior trials from another study
         run_id = t.user_attrs.get("mlflow_run_id")
         history: dict[str, list[float]] = {}
         std: dict[str, list[float]] = {}
@@ -93,11 +105,11 @@ def gather(cfg: Config) -> StudyRecord:
         rows=rows,
         counts=counts(study),
         best=best,
-        space=_space(study.trials) or _configured_space(to_dict(cfg)["search"]["space"] or {}),
+        space=_space(study.trials) or _configured_space(cfg),
         parent_run_id=parent_id,
         confirmation=confirmation,
         parent_tags=client.get_run(parent_id).data.tags if parent_id else {},
-        data_sha256=client.get_run(first_run).data.tags.get("data.sha256", "") if first_run else "",
+        data=read_data(first_run) if first_run else {},
         storage=mask(url),
     )
 
@@ -110,21 +122,22 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
 def _snapshot(study: optuna.Study) -> optuna.Study:
     """The study copied into memory, as it stands now."""
     copy = optuna.create_study(study_name=study.study_name, directions=study.directions)
-    copy.add_trials(study.get_trials(deepcopy=False))
+    copy.add_trials(own(study.get_trials(deepcopy=False)))
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
+    if study.metric_names:
+        copy.set_metric_names(study.metric_names)
     return copy
 
 
-def _configured_space(tree: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
-    """`search.space` as written, `{key: {type, ...}}` (for a study with no trial yet)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in tree.items():
-        if isinstance(value, dict) and "type" in value:
-            out[f"{prefix}{name}"] = {k: v for k, v in value.items() if v is not None}
-        elif isinstance(value, dict):
-            out.update(_configured_space(value, f"{prefix}{name}."))
-    return out
+def _configured_space(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The space as configured (`search.space` and `search.params`), for a study with no trial
+    yet; {} when nothing is searched."""
+    try:
+        specs = space_specs(cfg)
+    except ConfigError:
+        return {}
+    return {k: {f: v for f, v in spec.items() if v is not None} for k, spec in specs.items()}
 
 
 def _space(trials: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, Any]]:
@@ -148,10 +161,13 @@ def _space(trials: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- test evaluation
 
 
-def evaluate_best(cfg: Config, best: optuna.trial.FrozenTrial | None) -> Evaluation | None:
-    """The best trial's model on the held-out test set, computed once and cached on its run."""
-    import mlflow
-
+def evaluate_best(
+    cfg: Config, best: optuna.trial.FrozenTrial | None, parent_run_id: str | None = None
+) -> Evaluation | None:
+    """The best trial's model on the held-out test set of the data it trained on (the run's
+    record, not this environment), computed once: recorded as a `test-evaluation` run of its
+    own under the study's parent run, so the finished trial run is never re-opened, and found
+    again by the next report."""
     run_id = (
         (best.user_attrs.get("model_run_id") or best.user_attrs.get("mlflow_run_id"))
         if best
@@ -159,7 +175,10 @@ def evaluate_best(cfg: Config, best: optuna.trial.FrozenTrial | None) -> Evaluat
     )
     if not run_id:
         return None
-    cached = read_test_metrics(run_id)
+    model_uri = f"runs:/{run_id}/model"
+    cached = find_evaluation(model_uri, parent_run_id)
+    if cached is None:  # earlier reports logged the evaluation onto the trial's run
+        cached = read_test_metrics(run_id)
     if cached is not None:
         return cached
     from cifar_exp.registry import ModelNotFound, ModelRefused, load_model
@@ -173,24 +192,34 @@ def evaluate_best(cfg: Config, best: optuna.trial.FrozenTrial | None) -> Evaluat
         log.warning("best trial %d has no loadable model; no test evaluation (%s)", best.number, e)
         return None
     splits = load_cifar10(trial_cfg.data)
-    with mlflow.start_run(run_id=run_id):  # reopening ends it FINISHED again
+    tags = {**run_tags(cfg), "evaluates": model_uri, "trial": str(best.number)}
+    with run("test-evaluation", setup(cfg.tracking), parent_run_id=parent_run_id, tags=tags):
+        log_data(splits.info, ("test",))
         return evaluate_and_log(model, splits, trial_cfg.trainer.batch_size)
 
 
 # --------------------------------------------------------------------------- entry
 
 
-def report(cfg: Config, out_dir: str | Path = "reports") -> ReportResult:
-    """Write the study's report (gather -> evaluate -> render) and log it to the parent run."""
+def report(
+    cfg: Config, out_dir: str | Path = "reports", budget_minutes: float | None = None
+) -> ReportResult:
+    """Write the study's report (gather -> evaluate -> render) and log it to the parent run;
+    with `budget_minutes`, it also names the best configuration whose training fits in it."""
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ConfigError(f"--budget-minutes: must be > 0 (got {budget_minutes:g})")
     record = gather(cfg)
     out = Path(out_dir) / record.study.study_name
     if not out.resolve().is_relative_to(Path(out_dir).resolve()):  # names are validated too
         raise ConfigError(f"search.study_name: {record.study.study_name!r} leaves {out_dir}")
     out.mkdir(parents=True, exist_ok=True)
-    test = evaluate_best(cfg, record.best)
-    figures = make_figures(record, out, test)
+    test = evaluate_best(cfg, record.best, record.parent_run_id)
+    figures = make_figures(record, out, test, cfg.search.metric)
     table = trials_table(record.rows, cfg)
-    md = render_markdown(cfg, record, test, figures, table)
+    budget = None
+    if budget_minutes is not None:
+        budget = within_budget(record.study, record.rows, budget_minutes, cfg.search.metric)
+    md = render_markdown(cfg, record, test, figures, table, budget)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(md)
     html_path.write_text(render_html(md, figures, f"Study {record.study.study_name}"))
@@ -198,4 +227,4 @@ def report(cfg: Config, out_dir: str | Path = "reports") -> ReportResult:
         client = MlflowClient()
         client.log_artifact(record.parent_run_id, str(md_path), "report")
         client.log_artifact(record.parent_run_id, str(html_path), "report")
-    return ReportResult(md_path, html_path, figures, test, table)
+    return ReportResult(md_path, html_path, figures, test, table, budget)

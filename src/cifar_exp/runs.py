@@ -44,21 +44,31 @@ def train_tracked(
         if on_run is not None:
             on_run(run_id)
         tracking.log_config(cfg)
-        mlflow.log_dict(splits.info, "data.json")
-        mlflow.set_tag("data.sha256", splits.info.get("sha256", ""))
+        tracking.log_data(splits.info, contexts=_used_splits(cfg, evaluate_test))
         result = train(
             cfg,
             splits,
             [tracking.MlflowLogger(run_id), *callbacks],
-            evaluate_test=False,
+            evaluate_test=evaluate_test,  # from the last epoch's validation where that was on it
             verbose=verbose,
         )
         result.run_id = run_id
         mlflow.set_tag("precision", result.precision)
-        if evaluate_test:
-            result.test = evaluate_and_log(result.model, splits, cfg.trainer.batch_size)
+        if result.test is not None:
+            tracking.log_test_metrics(result.test)
+            result.test.run_id = run_id
         _log_result(result, cfg)
     return result
+
+
+def _used_splits(cfg: Config, evaluate_test: bool) -> tuple[str, ...]:
+    """The splits a training run reads (validating on the test set reads no held-out split)."""
+    held_out = str(getattr(cfg.data.validation, "value", cfg.data.validation)) == "split"
+    return (
+        "train",
+        *(("val",) if held_out else ()),
+        *(("test",) if evaluate_test or not held_out else ()),
+    )
 
 
 def evaluate_and_log(model: Any, splits: Splits, batch_size: int = 256) -> Evaluation:
@@ -81,8 +91,31 @@ def _log_result(result: TrainResult, cfg: Config) -> None:
     for metric in ("accuracy", "loss"):
         mlflow.log_figure(plots.curve(result.history, metric), f"plots/{metric}.png")
     mlflow.log_metrics({"params_count": result.params, "train_time": result.train_time})
+    metric, maximize = cfg.search.metric, str(cfg.search.direction) == "maximize"
+    best = best_epoch([result.history], metric, maximize)
+    if best is not None:  # the last epoch is not always the best (mlflow#7790): both recorded
+        mlflow.log_metrics({"best_epoch": best[0], f"best_{metric}": best[1]})
     if cfg.tracking.log_model:
         tracking.log_model(result.model)
+
+
+def best_epoch(
+    histories: list[dict[str, list[float]]], metric: str, maximize: bool
+) -> tuple[int, float] | None:
+    """The epoch (from 1) at which `metric`, averaged over the runs that reached it, was best,
+    and that value; None when no run recorded the metric."""
+    import numpy as np
+
+    curves = [h[metric] for h in histories if h.get(metric)]
+    if not curves:
+        return None
+    longest = max(len(c) for c in curves)
+    mean = [float(np.mean([c[e] for c in curves if len(c) > e])) for e in range(longest)]
+    finite = [(v, e) for e, v in enumerate(mean) if np.isfinite(v)]
+    if not finite:
+        return None
+    value, epoch = max(finite) if maximize else min(finite)
+    return epoch + 1, value
 
 
 def _summary(model: Any) -> str:

@@ -37,6 +37,7 @@ class SamplerName(StrEnum):
     tpe = "tpe"
     random = "random"
     grid = "grid"
+    nsga2 = "nsga2"
 
 
 class PrunerName(StrEnum):
@@ -99,6 +100,7 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     lookahead: bool = False
     stop_after: int | None = None
+    steps_per_execution: int = 64
 
 
 @dataclass
@@ -151,16 +153,30 @@ class SearchConfig:
     timeout: float | None = None
     metric: str = "val_accuracy"
     direction: Direction = Direction.maximize
+    # a multi-objective study: [val_accuracy, train_time] (Keras history keys, train_time in
+    # seconds) with one of `directions` each; null or []: the single `metric` and `direction`
+    objectives: list[str] | None = None
+    directions: list[Direction] | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     heartbeat_interval: int = 30
     max_retry: int = 1
     max_failures: int = 5
     isolate_trials: bool = True
+    # trials at once on this machine: a number, or "auto" (study/workers.py says the rule)
+    n_workers: Any = 1
+    # an earlier study (same storage) whose best configurations run first in a new study
+    warm_start: str | None = None
+    warm_start_top: int = 3
+    # bounds a trial must meet to count as best: ["train_time <= 600"] (Optuna's constraints)
+    constraints: list[str] = field(default_factory=list)
     seeds: int = 1
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     # nested like the config: {optimizer: {lr: {type: float, low: .., high: .., log: true}}}
     space: dict[str, Any] = field(default_factory=dict)
+    # Hydra's sweep grammar, as its Optuna sweeper reads it (study/grammar.py):
+    # {optimizer.lr: "tag(log, interval(1e-4, 1e-1))"}; replaces a `space` entry of the same key
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,6 +185,38 @@ def log_config(cfg: Config) -> None:
     mlflow.log_text(to_yaml(cfg), "config.yaml")
 
 
+def log_data(info: dict[str, Any], contexts: tuple[str, ...] = ("train", "val", "test")) -> None:
+    """The data a run used, on the active run: `data.json` (source, sha256, split, sizes: what
+    report, reproduce and evaluate read back), the `data.sha256` tag, and each split as an
+    MLflow dataset input (the UI's Dataset column) named `cifar10-<split>`, its digest the
+    file's sha256 (shortened to MLflow's 36 characters), its size and split seed as tags."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    mlflow.log_dict(info, "data.json")
+    mlflow.set_tag("data.sha256", info.get("sha256", ""))
+    url = info.get("url")
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        local = None if url else resolve_dataset_source(Path(info["source"]).as_uri())
+    source = HTTPDatasetSource(url) if url else local
+    digest = str(info.get("sha256", ""))[:16] or None
+    sizes = {"train": "n_train", "val": "n_val", "test": "n_test"}
+    chosen = [c for c in contexts if info.get(sizes[c])]
+    mlflow.log_inputs(
+        datasets=[MetaDataset(source, name=f"cifar10-{c}", digest=digest) for c in chosen],
+        contexts=[
+            "training" if c == "train" else "validation" if c == "val" else "testing"
+            for c in chosen
+        ],
+        tags_list=[
+            {"images": str(info[sizes[c]]), "split_seed": str(info.get("split_seed", ""))}
+            for c in chosen
+        ],
+    )
+
+
 def log_test_metrics(test: Evaluation) -> None:
     """A test-set evaluation on the active run: test_loss and test_accuracy, the per-class
     accuracy and confusion matrix (test_metrics.json) and the confusion-matrix plot."""
@@ -203,6 +236,34 @@ def read_test_metrics(run_id: str) -> Evaluation | None:
     record = json.loads(Path(path).read_text())
     fields = ("loss", "accuracy", "per_class_accuracy", "confusion_matrix")
     return Evaluation(**{k: record[k] for k in fields}, run_id=run_id, cached=True)
+
+
+def find_evaluation(model_uri: str, parent_run_id: str | None) -> Evaluation | None:
+    """The latest finished test evaluation of `model_uri` that a report recorded as a run of
+    its own under the study's parent run (an `evaluate` command's run may have used other
+    data: it is not reused)."""
+    client = MlflowClient()
+    under = (
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        if parent_run_id
+        else ("attributes.run_name = 'test-evaluation'")
+    )
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.evaluates = '{model_uri}' and {under} and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return read_test_metrics(runs[0].info.run_id) if runs else None
+
+
+def read_data(run_id: str) -> dict[str, Any]:
+    """The data record a run kept (`data.json`: source, sha256, split, sizes); {} if none."""
+    try:
+        path = MlflowClient().download_artifacts(run_id, "data.json")
+        return json.loads(Path(path).read_text())
+    except (MlflowException, OSError, ValueError):
+        return {}
 
 
 def log_model(model: Any) -> Any:

@@ -207,8 +207,15 @@ def compile_model(cfg: Config, steps_per_epoch: int = 0, images: Any = None) -> 
         loss=loss,
         metrics=metrics,
         jit_compile=_jit(t.jit_compile),
+        steps_per_execution=steps_per_execution(t),
     )
     return model
+
+
+def steps_per_execution(t: TrainerConfig) -> int:
+    """`trainer.steps_per_execution`, except with Lookahead: it averages the weights between
+    single steps, so it must hear of every step."""
+    return 1 if t.lookahead else int(t.steps_per_execution)
 
 
 def train(
@@ -243,17 +250,29 @@ def train(
     recorder = EpochRecorder()
     if t.lookahead:
         callbacks = [*callbacks, Lookahead(total_steps=steps_per_epoch * t.epochs)]
+    epochs = t.stop_after or t.epochs  # a pruned trial re-run stops where it was pruned
+    final = None
+    if evaluate_test and splits.x_val is splits.x_test and splits.y_val is splits.y_test:
+        # validating on the test set: the last epoch's validation is the test evaluation
+        final = TestAsValidation(splits.x_test, splits.y_test, t.batch_size, epochs)
+        callbacks = [final, recorder, *callbacks]
+    else:
+        callbacks = [recorder, *callbacks]
     start = time.perf_counter()
     model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=t.stop_after or t.epochs,  # a pruned trial re-run stops where it was pruned
+        # Keras validates every epoch but the one `final` validates
+        validation_freq=list(range(1, epochs)) if final else 1,
+        epochs=epochs,
         shuffle=False,  # tf.data shuffles
-        callbacks=[recorder, *callbacks],
+        callbacks=callbacks,
         verbose=_verbose(verbose or t.verbose),
     )
     train_time = time.perf_counter() - start
-    test = evaluate(model, splits.x_test, splits.y_test, t.batch_size) if evaluate_test else None
+    test = final.evaluation if final else None
+    if evaluate_test and test is None:  # not on the test set, or stopped before the last epoch
+        test = evaluate(model, splits.x_test, splits.y_test, t.batch_size)
     return TrainResult(
         history=recorder.history,
         test=test,
@@ -279,7 +298,10 @@ def predict_classes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndar
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Evaluation:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
-    probs = predict_probs(model, x, batch_size)
+    return _evaluation(predict_probs(model, x, batch_size), y)
+
+
+def _evaluation(probs: np.ndarray, y: np.ndarray) -> Evaluation:
     pred = probs.argmax(axis=1)
     eps = 1e-7  # Keras's clipping in sparse_categorical_crossentropy
     loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], eps, 1 - eps)).mean())
@@ -294,3 +316,38 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) ->
         per_class_accuracy=per_class.tolist(),
         confusion_matrix=cm.tolist(),
     )
+
+
+class TestAsValidation(keras.callbacks.Callback):
+    """The last epoch's validation when the validation set is the test set: one prediction
+    pass gives both Keras's `val_` metrics and the test `Evaluation` (confusion matrix
+    included), so the test set is not evaluated a second time after training (Keras validates
+    the other epochs: `validation_freq`). First among the callbacks: the others read its
+    `val_` metrics. `evaluation` stays None if the training stopped before `last_epoch`."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, last_epoch: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.last_epoch = x, y, batch_size, last_epoch
+        self.evaluation: Evaluation | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 != self.last_epoch or logs is None:
+            return
+        probs = predict_probs(self.model, self.x, self.batch_size)
+        self.evaluation = _evaluation(probs, self.y)
+        # the names Keras would give them (see compile_model); EpochRecorder maps them as usual
+        val = {"val_accuracy": self.evaluation.accuracy, "val_loss": self.evaluation.loss}
+        if PLAIN_LOSS in logs:  # the objective differs from plain cross-entropy
+            val.update(
+                {f"val_{PLAIN_LOSS}": self.evaluation.loss, "val_loss": self._objective(probs)}
+            )
+        logs.update(val)
+
+    def _objective(self, probs: np.ndarray) -> float:
+        """The compiled loss on the test set, weight penalties included, as Keras reports it."""
+        loss = self.model.loss
+        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        one_hot = isinstance(fn, keras.losses.CategoricalCrossentropy)
+        target = np.eye(NUM_CLASSES, dtype=np.float32)[self.y] if one_hot else self.y
+        value = float(np.mean(keras.ops.convert_to_numpy(fn(target, probs.astype(np.float32)))))
+        return value + sum(float(keras.ops.convert_to_numpy(p)) for p in self.model.losses)

@@ -1,5 +1,6 @@
 """Optuna studies, one module per job, in the order a sweep uses them:
 
+grammar.py        what is searched: `{type: ..}` entries and Hydra's sweep grammar, checked
 space.py          the search space from config; sampler and pruner factories
 storage.py        the study storage: URL, heartbeats, set-up lock, retries
 trials.py         what a study's trials say: finished, by state, the best

@@ -19,6 +19,7 @@ from cifar_exp import tracking
 from cifar_exp.config import Config, with_overrides
 from cifar_exp.data import Splits
 from cifar_exp.stats import Comparison, Summary, compare, summarize
+from cifar_exp.study import trials
 from cifar_exp.study.objective import show_epochs, train_config
 from cifar_exp.study.progress import NullReporter, Reporter
 from cifar_exp.study.storage import retrying
@@ -108,8 +109,9 @@ def recorded(study: optuna.Study) -> Confirmation | None:
 def top_configurations(study: optuna.Study, cfg: Config) -> list[optuna.trial.FrozenTrial]:
     """The best `top_k` complete trials, each configuration once (a retried trial's params
     count once)."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    ordered = sorted(complete, key=lambda t: t.value, reverse=cfg.search.direction == "maximize")
+    ordered = sorted(
+        trials.complete(study), key=lambda t: t.value, reverse=cfg.search.direction == "maximize"
+    )
     seen, out = set(), []
     for t in ordered:
         key = tuple(sorted(t.params.items()))
@@ -151,6 +153,9 @@ def confirm(
                 splits,
                 parent_run_id=candidate.run_id,
                 run_name=f"confirm-{trial.number:03d}-seed-{seed}",
+                on_batch=lambda e, d, n, t=trial.number, k=trial_cfg.trainer.epochs: (
+                    reporter.batch_ended(t, e, k, d, n)
+                ),
                 tags={
                     "optuna.study_name": study.study_name,
                     "confirm.trial": str(trial.number),

@@ -16,7 +16,7 @@ from cifar_exp import interrupts, runs, tracking
 from cifar_exp.config import Config, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.stats import summarize
-from cifar_exp.study import trial_process
+from cifar_exp.study import trial_process, trials
 from cifar_exp.study.progress import NullReporter, Reporter
 from cifar_exp.study.space import Param
 from cifar_exp.study.trials import FINISHED
@@ -25,21 +25,34 @@ from cifar_exp.train import EpochHook, TrainResult
 
 class EpochJudge:
     """What the sweep does at each epoch's end: show progress, report the metric to the trial
-    and decide whether to prune."""
+    and decide whether to prune (unless `prune` is false: a multi-objective study, whose
+    trials Optuna cannot prune)."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, epochs: int, reporter: Reporter):
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        metric: str,
+        epochs: int,
+        reporter: Reporter,
+        prune: bool = True,
+    ):
         self.trial, self.metric, self.epochs, self.reporter = trial, metric, epochs, reporter
+        self.prune = prune
         self.pruned_at: int | None = None
 
     def __call__(self, epoch: int, logs: dict) -> bool:
         """`epoch` counts from 1; True means stop the training (pruned)."""
         self.reporter.epoch_ended(self.trial.number, epoch, self.epochs, logs)
-        if self.metric in logs:
+        if self.prune and self.metric in logs:
             self.trial.report(float(logs[self.metric]), step=epoch)
             if self.trial.should_prune():
                 self.pruned_at = epoch
                 return True
         return False
+
+    def batch(self, epoch: int, done: int, batches: int) -> None:
+        """Progress within an epoch, a few times per second (any seed of the trial)."""
+        self.reporter.batch_ended(self.trial.number, epoch, self.epochs, done, batches)
 
 
 class StudyFull(RuntimeError):
@@ -65,16 +78,19 @@ def objective(
     splits: Splits | None = None,
     parent_run_id: str | None = None,
     reporter: Reporter | None = None,
-) -> float:
+) -> float | list[float]:
     """Train `cfg` with the trial's suggestions, with `search.seeds` seeds; returns the mean of
-    their last epoch's `search.metric`."""
+    their last epoch's `search.metric`, or of a multi-objective study one value per objective
+    (a metric: that mean; train_time: the trial's training seconds)."""
     reporter = reporter or NullReporter()
     claim_slot(trial, cfg.search.n_trials)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     params = {p.key: p.suggest(trial) for p in space}
     reporter.trial_started(trial.number, params)
     trial_cfg = with_overrides(cfg, params)
-    judge = EpochJudge(trial, cfg.search.metric, trial_cfg.trainer.epochs, reporter)
+    judge = EpochJudge(
+        trial, cfg.search.metric, trial_cfg.trainer.epochs, reporter, not cfg.search.objectives
+    )
     study = getattr(trial, "study", None)  # a FixedTrial (unit tests) has none
     tags = {
         "optuna.study_name": getattr(study, "study_name", "-"),
@@ -94,6 +110,7 @@ def objective(
                     run_name=f"trial-{trial.number:03d}",
                     tags=tags,
                     on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                    on_batch=judge.batch,
                 )
             ]
             run_id = results[0].run_id
@@ -152,6 +169,7 @@ def _train_seeds(
                     on_run=(lambda rid: trial.set_user_attr("model_run_id", rid))
                     if i == 0
                     else None,
+                    on_batch=judge.batch,
                 )
             )
             if judge.pruned_at is not None:
@@ -177,8 +195,9 @@ def _record(
     results: list[TrainResult],
     run_id: str | None,
     judge: EpochJudge,
-) -> float:
-    """The trial's user attributes and run tags; its value, or TrialPruned."""
+) -> float | list[float]:
+    """The trial's user attributes and run tags; its value (its values, one per objective, in
+    a multi-objective study), or TrialPruned."""
     metric = cfg.search.metric
     values = [r.final[metric] for r in results if metric in r.final]
     trial.set_user_attr("epochs_run", results[0].epochs_run)
@@ -187,12 +206,21 @@ def _record(
     for key, vals in finals.items():
         trial.set_user_attr(key, sum(vals) / len(vals))
     trial.set_user_attr("n_seeds", len(values))
+    maximize = str(cfg.search.direction) == "maximize"
+    best = runs.best_epoch([r.history for r in results], metric, maximize)
+    if best is not None:
+        trial.set_user_attr("best_epoch", best[0])
+        trial.set_user_attr(f"best_{metric}", best[1])
     trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values, strict=True)})
     if len(values) > 1:
         s = summarize(values)
         trial.set_user_attr("value_std", s.std)
         trial.set_user_attr("ci_low", s.ci_low)
         trial.set_user_attr("ci_high", s.ci_high)
+    attrs = {key: sum(vals) / len(vals) for key, vals in finals.items() if vals}
+    attrs["train_time"] = sum(r.train_time for r in results)
+    for name, value in trials.constraint_values(cfg.search, attrs).items():
+        trial.set_constraint(name, value)  # the sampler and `best` read them
     state = "COMPLETE" if judge.pruned_at is None else "PRUNED"
     if judge.pruned_at is not None:
         trial.set_user_attr("pruned_at_epoch", judge.pruned_at)
@@ -203,6 +231,8 @@ def _record(
         tracking.tag_run(run_id, tags, cfg.tracking)
     if judge.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned after epoch {judge.pruned_at}")
+    if cfg.search.objectives:  # a metric a run did not record fails the trial (nan)
+        return [float(attrs.get(k, float("nan"))) for k in cfg.search.objectives]
     return float(sum(values) / len(values))
 
 
@@ -225,10 +255,12 @@ def train_config(
     run_name: str,
     tags: dict[str, str],
     on_run: Callable[[str], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
     """One tracked training of `cfg` (no test evaluation): in a fresh process
     (`search.isolate_trials`, memory stays flat) or in this one, on `splits` if given.
-    `on_epoch(epoch, logs)` runs here after every epoch; True stops the training."""
+    `on_epoch(epoch, logs)` runs here after every epoch; True stops the training.
+    `on_batch(epoch, done, batches)` runs here a few times per second within an epoch."""
     kwargs: dict[str, Any] = {
         "parent_run_id": parent_run_id,
         "run_name": run_name,
@@ -242,6 +274,7 @@ def train_config(
             to_dict(cfg),
             on_epoch,
             on_run=link,
+            on_batch=on_batch,
             close_run=lambda run_id, status, reason: tracking.close_run(
                 cfg.tracking, run_id, status, reason
             ),
@@ -249,4 +282,6 @@ def train_config(
         )
     if splits is None:
         splits = load_cifar10(cfg.data)
-    return runs.train_tracked(cfg, splits, callbacks=[EpochHook(on_epoch)], on_run=link, **kwargs)
+    return runs.train_tracked(
+        cfg, splits, callbacks=[EpochHook(on_epoch, on_batch)], on_run=link, **kwargs
+    )

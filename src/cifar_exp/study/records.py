@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from cifar_exp import plots, tracking
 from cifar_exp.config import Config, TrackingConfig, flatten, mask, to_yaml
-from cifar_exp.study.trials import best_trial, counts
+from cifar_exp.study.trials import best_trial, counts, directions, objectives, primary
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def study_parent_run(cfg: Config, study: optuna.Study) -> str:
         "optuna.storage": mask(str(s.storage or "embedded sqlite")),
         "optuna.sampler": str(s.sampler.name),
         "optuna.pruner": str(s.pruner.name),
-        "optuna.direction": str(s.direction),
+        "optuna.direction": ",".join(directions(s)),
         "optuna.metric": s.metric,
+        "optuna.objectives": ",".join(objectives(s)),
         "mlflow.runName": f"study-{study.study_name}",
     }
     run = client.create_run(experiment_id, tags=tags, run_name=f"study-{study.study_name}")
@@ -90,7 +91,7 @@ def log_study(run_id: str, study: optuna.Study) -> None:
     client.log_text(run_id, table.to_csv(index=False), "trials.csv")
     best = best_trial(study)
     if best is not None:
-        client.log_metric(run_id, "best_value", best.value, step=len(study.trials))
+        client.log_metric(run_id, "best_value", primary(best), step=len(study.trials))
         tracking.tag_run(
             run_id,
             {
@@ -103,7 +104,8 @@ def log_study(run_id: str, study: optuna.Study) -> None:
             run_id,
             {
                 "number": best.number,
-                "value": best.value,
+                "value": primary(best),  # the first objective's
+                "values": dict(zip(study.metric_names or ["value"], best.values, strict=False)),
                 "params": best.params,
                 "user_attrs": best.user_attrs,
             },

@@ -1,17 +1,19 @@
-"""The search space of a study (`search.space`, nested like the config), and the sampler and
-pruner it is searched with (`search.sampler`, `search.pruner`)."""
+"""The search space of a study (`search.space` and `search.params`, read by grammar.py) as
+Optuna's suggestions, and the sampler and pruner it is searched with (`search.sampler`,
+`search.pruner`)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from omegaconf import OmegaConf
 
-from cifar_exp.config import Config, ConfigError, PrunerName, SamplerName, SearchConfig, to_dict
+from cifar_exp.config import Config, ConfigError, PrunerName, SamplerName, SearchConfig
+from cifar_exp.study.grammar import space_specs
 
-SPEC_KEYS = {"type", "low", "high", "log", "step", "choices"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,66 +38,21 @@ class Param:
         return trial.suggest_categorical(self.key, list(self.choices))
 
     def grid(self) -> list:
-        """The values a grid search visits: `choices`, or every step of an int range."""
+        """The values a grid search visits: `choices`, or every step of a range."""
         if self.choices is not None:
             return list(self.choices)
         if self.type == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise ConfigError(f"search.space.{self.key}: a grid search needs `choices`")
+        if self.step:  # a float range; rounded, so 0.1 + 2 * 0.1 is 0.3
+            n = int(round((self.high - self.low) / self.step, 9))
+            return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+        raise ConfigError(f"{self.key}: a grid search needs `choices`, a range or a step")
 
 
 def parse_space(cfg: Config) -> list[Param]:
-    """The search space of `cfg.search.space`, each key checked against the config."""
-    tree = to_dict(cfg)["search"]["space"] or {}
-    entries: list[tuple[str, dict]] = []
-
-    def walk(node: dict, prefix: str) -> None:
-        for name, value in node.items():
-            key = f"{prefix}{name}"
-            if value is None:  # `null` removes an entry inherited from another search config
-                continue
-            if isinstance(value, dict) and "type" in value:
-                entries.append((key, value))
-            elif isinstance(value, dict):
-                walk(value, f"{key}.")
-            else:
-                raise ConfigError(f"search.space.{key}: expected {{type: ..., ...}}")
-
-    walk(tree, "")
-    if not entries:
-        raise ConfigError("search.space: empty; add at least one entry")
-    return [_param(cfg, key, spec) for key, spec in entries]
-
-
-def _param(cfg: Config, key: str, spec: dict) -> Param:
-    where = f"search.space.{key}"
-    target = OmegaConf.select(cfg, key, default="<missing>")
-    if key.startswith("search.") or target == "<missing>" or OmegaConf.is_config(target):
-        raise ConfigError(f"{where}: no config key {key!r} to search over")
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
-    kind = spec.get("type")
-    if kind == "categorical":
-        if not spec.get("choices"):
-            raise ConfigError(f"{where}: categorical needs a non-empty `choices` list")
-        return Param(key, kind, choices=tuple(spec["choices"]))
-    if kind not in ("float", "int"):
-        raise ConfigError(f"{where}.type: must be float, int or categorical (got {kind!r})")
-    low, high = spec.get("low"), spec.get("high")
-    if low is None or high is None or not low < high:
-        raise ConfigError(f"{where}: needs low < high (got low={low}, high={high})")
-    if spec.get("log") and low <= 0:
-        raise ConfigError(f"{where}: log scale needs low > 0 (got {low})")
-    return Param(
-        key,
-        kind,
-        low=low,
-        high=high,
-        log=bool(spec.get("log")),
-        step=spec.get("step"),
-        choices=tuple(spec["choices"]) if spec.get("choices") else None,
-    )
+    """The search space of `search.space` and `search.params` (either form, see grammar.py),
+    each entry checked against the config; raises ConfigError."""
+    return [Param(key, **spec) for key, spec in space_specs(cfg).items()]
 
 
 def grid_size(space: list[Param]) -> int:
@@ -120,12 +77,32 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == SamplerName.grid:
         return optuna.samplers.GridSampler({p.key: p.grid() for p in space}, seed=seed)
+    if s.name == SamplerName.nsga2:
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def epoch_budget(cfg: Config, space: list[Param]) -> int:
+    """The most epochs a trial can train: the top of a searched `trainer.epochs`, else the
+    configured number (Hyperband's largest resource)."""
+    for p in space:
+        if p.key == "trainer.epochs":
+            return int(max(p.choices) if p.choices is not None else p.high)
+    return cfg.trainer.epochs
+
+
 def make_pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """The configured pruner; `epochs` (the trials' epoch budget) is Hyperband's resource."""
+    """The configured pruner; `epochs` (the trials' epoch budget) is Hyperband's resource.
+    No pruning for a multi-objective study: Optuna cannot prune one (optuna#3450)."""
     p = search.pruner
+    if search.objectives:
+        if p.name != PrunerName.none:
+            log.warning(
+                "pruning is off: Optuna cannot prune a multi-objective study (optuna#3450), "
+                "so search.pruner=%s is not used",
+                p.name,
+            )
+        return optuna.pruners.NopPruner()
     if p.name == PrunerName.median:
         return optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps

@@ -6,6 +6,8 @@ It knows Optuna and the database, not MLflow: what else must happen to a dead wo
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
 import time
@@ -38,6 +40,33 @@ def storage_url(cfg: Config) -> str:
         raise StorageUnavailable(str(e)) from None
 
 
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> bool:
+    """Queue a trial that did not finish (its worker died, or it was interrupted) to run
+    again with its parameters, up to `max_retry` times (Optuna's retry callback, which
+    records `retry_history`); returns whether it was queued. What the failed attempt
+    recorded (its run, its failure reason) is not carried over to the retry."""
+    before = len(study.get_trials(deepcopy=False))
+    fresh = copy.copy(trial)
+    fresh.user_attrs = {}
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, fresh)
+    return len(study.get_trials(deepcopy=False)) > before
+
+
+def requeue_interrupted(study: optuna.Study, number: int | None, max_retry: int) -> None:
+    """The trial a Ctrl-C (or SIGTERM) stopped runs again, first, when the study resumes:
+    its parameters are queued as a dead worker's are, so its minutes are not lost to a new
+    draw of the sampler."""
+    if number is None:
+        return
+    with contextlib.suppress(Exception):  # the interrupt must not be lost to a storage error
+        trial = study.trials[number]
+        if trial.state == optuna.trial.TrialState.FAIL and requeue(study, trial, max_retry):
+            log.warning(
+                "trial %d was interrupted; its parameters run first when the study resumes",
+                number,
+            )
+
+
 def make_storage(
     search: SearchConfig,
     url: str,
@@ -46,13 +75,12 @@ def make_storage(
     """RDB storage with heartbeats: a trial whose process died is failed, `on_stale(trial)`
     is called (the sweep closes its MLflow run there), and the trial is re-queued (up to
     `search.max_retry` times)."""
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retry)
 
     def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_stale is not None:
             on_stale(trial)
         log.warning("trial %d lost its worker; failed and re-queued", trial.number)
-        retry(study, trial)
+        requeue(study, trial, search.max_retry)
 
     # SQLite waits for the other processes' locks; a server database drops dead connections
     # (a restarted server) instead of failing on them

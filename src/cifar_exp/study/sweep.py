@@ -11,69 +11,51 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import keras
 import optuna
 
-from cifar_exp import stats
 from cifar_exp.config import Config, ConfigError, flatten, mask
 from cifar_exp.data import Splits, load_cifar10
-from cifar_exp.registry import Registration, register_best
-from cifar_exp.stats import Summary
+from cifar_exp.registry import register_best
 from cifar_exp.study import records
-from cifar_exp.study.confirm import Confirmation, confirm, log_confirmation, recorded
+from cifar_exp.study.confirm import confirm, log_confirmation
 from cifar_exp.study.objective import objective
 from cifar_exp.study.progress import NullReporter, Progress, Reporter, TrialOutcome
-from cifar_exp.study.space import Param, grid_size, make_pruner, make_sampler, parse_space
+from cifar_exp.study.space import (
+    Param,
+    epoch_budget,
+    grid_size,
+    make_pruner,
+    make_sampler,
+    parse_space,
+)
 from cifar_exp.study.storage import (
     StorageUnavailable,
     make_storage,
+    requeue_interrupted,
     retrying,
     storage_url,
     study_lock,
 )
-from cifar_exp.study.trials import FINISHED, best_trial, counts, n_finished, n_running
+from cifar_exp.study.summary import EXHAUSTED, BestTrial, FrontTrial, SweepSummary, summarize
+from cifar_exp.study.trials import (
+    FINISHED,
+    best_trial,
+    directions,
+    multi,
+    n_finished,
+    n_running,
+    objectives,
+    primary,
+)
+from cifar_exp.study.warm import warm_start
 
 log = logging.getLogger(__name__)
 
-EXHAUSTED = "search space exhausted"
-
-
-@dataclass(frozen=True)
-class BestTrial:
-    """The study's best configuration: on the confirmed means when a confirmation ran, else
-    the best trial's value (then `summary` says how many seeds it rests on)."""
-
-    number: int
-    value: float
-    params: dict[str, Any]
-    run_id: str | None  # its MLflow run
-    model_run_id: str | None  # the run whose model is the configuration's
-    summary: Summary | None = None  # its seed values: n, mean, std, 95 % interval
-
-
-@dataclass
-class SweepSummary:
-    """How a sweep ended: the study's trials by state, the best trial, why it stopped
-    ("complete", "timeout", "interrupted", ...) and the model it registered, if any."""
-
-    study_name: str
-    storage: str  # credentials masked
-    parent_run_id: str | None
-    counts: dict[str, int]
-    finished: int
-    target: int
-    best: BestTrial | None
-    stopped: str
-    registered: Registration | None = None
-    confirmation: Confirmation | None = None
-
-    @property
-    def done(self) -> bool:
-        """The study needs no more trials."""
-        return self.finished >= self.target or self.stopped == EXHAUSTED
+# what a sweep returns lives in summary.py, and is imported from here as before
+__all__ = ["EXHAUSTED", "BestTrial", "FrontTrial", "SweepSummary", "confirm_study", "open_study"]
+__all__ += ["summarize", "sweep"]
 
 
 def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
@@ -85,21 +67,28 @@ def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
             cfg.search, url, on_stale=lambda t: records.close_trial_run(tracking_cfg, t)
         ),
         sampler=make_sampler(cfg.search, space),
-        pruner=make_pruner(cfg.search, cfg.trainer.epochs),
-        direction=str(cfg.search.direction),
+        pruner=make_pruner(cfg.search, epoch_budget(cfg, space)),
+        directions=directions(cfg.search),
         load_if_exists=True,
     )
     if study.trials:
         study.sampler = make_sampler(cfg.search, space, offset=len(study.trials))
-    if str(cfg.search.direction) != study.direction.name.lower():
+    created = [d.name.lower() for d in study.directions]
+    if directions(cfg.search) != created:
+        key = "search.directions" if cfg.search.objectives else "search.direction"
         raise ConfigError(
-            f"search.direction: study {study.study_name!r} was created to "
-            f"{study.direction.name.lower()}; use another search.study_name"
+            f"{key}: study {study.study_name!r} was created to {', '.join(created)}"
+            f"{' ' + str(study.metric_names) if study.metric_names else ''}; "
+            "use another search.study_name"
         )
+    warm_start(cfg, study, space, url)  # a new study only
+    if study.metric_names is None:  # dashboards then say val_accuracy, not "Objective 0"
+        study.set_metric_names(objectives(cfg.search))
     comparable = {
         k: v
         for k, v in flatten(cfg).items()
-        if not k.startswith(("search.n_trials", "search.timeout", "reference"))
+        # how the study runs (its budget, its workers and their threads) is not what it searches
+        if not k.startswith(RUN_KEYS)
     }
     before = study.user_attrs.get("config")
     # a key the study's record lacks came with a newer version of the tool: not a change
@@ -116,6 +105,16 @@ def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
             ", ".join(changed[:6]),
         )
     return study
+
+
+RUN_KEYS = (
+    "search.n_trials",
+    "search.timeout",
+    "search.n_workers",
+    "search.warm_start",
+    "trainer.threads",
+    "reference",
+)
 
 
 class _TrialRunner:
@@ -138,8 +137,9 @@ class _TrialRunner:
         return objective(trial, self.cfg, self.space, self.splits, self.parent, self.reporter)
 
 
-def sweep(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
-    """Run (or resume) the configured study until `search.n_trials` trials have finished."""
+def sweep(cfg: Config, reporter: Reporter | None = None, register: bool = True) -> SweepSummary:
+    """Run (or resume) the configured study until `search.n_trials` trials have finished;
+    then register its best model (unless `register` is false: a helper worker)."""
     reporter = reporter or NullReporter()
     space = parse_space(cfg)  # a bad space fails before any data or study is touched
     url = storage_url(cfg)
@@ -155,17 +155,19 @@ def sweep(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
     target = cfg.search.n_trials
     reporter.study_started(retrying(lambda: _progress(study, target), url))
     stopped = "complete"
+    runner = _TrialRunner(cfg, space, splits, parent, reporter)
     try:
-        stopped = _work(cfg, study, _TrialRunner(cfg, space, splits, parent, reporter), url)
+        stopped = _work(cfg, study, runner, url)
         if stopped in ("complete", EXHAUSTED) and cfg.search.confirm.top_k:
             with study_lock(url):  # the workers of a study take turns: one trains, the rest find
                 _confirm(cfg, study, url, splits, parent, reporter)  # nothing left to train
     except KeyboardInterrupt:
         stopped = "interrupted"
+        requeue_interrupted(study, runner.number, cfg.search.max_retry)
         raise
     finally:
         _close(study, parent, target, stopped)
-    return _summary_and_registration(study, cfg, parent, stopped, url)
+    return _summary_and_registration(study, cfg, parent, stopped, url, register)
 
 
 def confirm_study(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
@@ -206,6 +208,9 @@ def _confirm(
     parent: str | None,
     reporter: Reporter,
 ) -> None:
+    if multi(study):
+        log.warning("no confirmation stage: it chooses on one metric, this study has several")
+        return
     result = confirm(cfg, study, url, splits, reporter)
     if result is not None:
         reporter.confirmed(result)
@@ -214,11 +219,16 @@ def _confirm(
 
 
 def _summary_and_registration(
-    study: optuna.Study, cfg: Config, parent: str | None, stopped: str, url: str
+    study: optuna.Study,
+    cfg: Config,
+    parent: str | None,
+    stopped: str,
+    url: str,
+    register: bool = True,
 ) -> SweepSummary:
     summary = retrying(lambda: summarize(study, cfg, parent, stopped), url)
     best = summary.best
-    if best and best.model_run_id and _registers(cfg):
+    if register and best and best.model_run_id and _registers(cfg):
         summary.registered = register_best(cfg, best.model_run_id, best.value, study.study_name)
     return summary
 
@@ -271,10 +281,12 @@ def _work(cfg: Config, study: optuna.Study, runner: _TrialRunner, url: str) -> s
 
 
 def _close(study: optuna.Study, parent: str | None, target: int, stopped: str) -> None:
-    """Fail dead workers' trials and close the parent run, whatever stopped the sweep."""
+    """Fail dead workers' trials and, if this worker's trial was the study's last running one,
+    close the parent run, whatever stopped the sweep. (Each worker has ended its own trial
+    before it gets here, so of several workers stopping together the last one closes it.)"""
     try:  # the storage may be what failed: the study's outcome must still be reported
         optuna.storages.fail_stale_trials(study)
-        if parent is not None:
+        if parent is not None and n_running(study) == 0:
             records.finish_parent_run(
                 parent,
                 study,
@@ -299,7 +311,7 @@ def _progress(study: optuna.Study, target: int) -> Progress:
         study_name=study.study_name,
         finished=n_finished(study),
         target=target,
-        best_value=best.value if best else None,
+        best_value=primary(best) if best else None,
         best_number=best.number if best else None,
     )
 
@@ -307,38 +319,3 @@ def _progress(study: optuna.Study, target: int) -> Progress:
 def _registers(cfg: Config) -> bool:
     t = cfg.tracking
     return bool(t.enabled and t.log_model and t.registered_model)
-
-
-def summarize(study: optuna.Study, cfg: Config, parent: str | None, stopped: str) -> SweepSummary:
-    """The study as it stands after this sweep."""
-    confirmation = recorded(study)
-    return SweepSummary(
-        study_name=study.study_name,
-        storage=mask(storage_url(cfg)),
-        parent_run_id=parent,
-        counts=counts(study),
-        finished=n_finished(study),
-        target=cfg.search.n_trials,
-        best=_best(study, confirmation),
-        stopped=stopped,
-        confirmation=confirmation,
-    )
-
-
-def _best(study: optuna.Study, confirmation: Confirmation | None) -> BestTrial | None:
-    if confirmation is not None:
-        w = confirmation.winner
-        s = w.summary
-        return BestTrial(w.number, s.mean, w.params, w.run_id, w.model_run_id, s)
-    best = best_trial(study)
-    if best is None:
-        return None
-    values = list(best.user_attrs.get("seed_values", {}).values()) or [best.value]
-    return BestTrial(
-        best.number,
-        best.value,
-        best.params,
-        best.user_attrs.get("mlflow_run_id"),
-        best.user_attrs.get("model_run_id") or best.user_attrs.get("mlflow_run_id"),
-        stats.summarize(values),
-    )

@@ -8,6 +8,8 @@ child process does the training and its MLflow run. They talk over a pipe:
 
     child -> parent   ("run", run_id)          the MLflow run exists (the trial links to it)
                       ("epoch", n, logs)       an epoch ended; the parent answers prune or not
+                      ("batch", n, done, total) batches done in epoch n (a few a second)
+                      ("log", level, name, msg) a log record, shown by the sweep's handler
                       ("done", result)         the TrainResult, without the model
                       ("error", "Type: msg")   the training raised
 
@@ -63,6 +65,7 @@ def run_trial(
     *,
     on_run: Callable[[str], None],
     close_run: Callable[[str, str, str], None],
+    on_batch: Callable[[int, int, int], None] | None = None,
     **train_kwargs: Any,
 ) -> TrainResult:
     """Train `cfg_tree` (a plain config) with `runs.train_tracked(**train_kwargs)` in a
@@ -70,14 +73,24 @@ def run_trial(
 
     `on_epoch(epoch, logs)` runs here for every epoch and returns True to prune; `on_run` gets
     the MLflow run id as soon as it exists; `close_run(run_id, status, reason)` ends a run the
-    child could not end itself (it crashed or had to be killed).
+    child could not end itself (it crashed or had to be killed); `on_batch(epoch, done,
+    batches)` hears of the progress within an epoch. The child's log records are logged here,
+    so that they appear above the sweep's live display rather than through it.
     """
     ctx = _context()
     conn, child_conn = ctx.Pipe()
     lifeline_r, lifeline_w = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_child_main,
-        args=(child_conn, lifeline_r, cfg_tree, train_kwargs, os.getcwd(), dict(os.environ)),
+        args=(
+            child_conn,
+            lifeline_r,
+            cfg_tree,
+            train_kwargs,
+            os.getcwd(),
+            dict(os.environ),
+            on_batch is not None,
+        ),
         name="cifar-exp-trial",
     )
     proc.start()
@@ -102,6 +115,11 @@ def run_trial(
                 prune = bool(on_epoch(msg[1], msg[2]))
                 with contextlib.suppress(OSError):  # it died meanwhile: recv will say so
                     conn.send(prune)
+            elif kind == "batch":
+                if on_batch is not None:
+                    on_batch(msg[1], msg[2], msg[3])
+            elif kind == "log":
+                logging.getLogger(msg[2]).log(msg[1], "%s", msg[3])
             elif kind == "done":
                 finished = True
                 return msg[1]
@@ -109,23 +127,23 @@ def run_trial(
                 finished = True
                 raise TrialError(msg[1])
     except KeyboardInterrupt as e:
-        _stop(proc, interrupt=signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        stop(proc, interrupt=signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         if run_id:
             close_run(run_id, "KILLED", interrupts.reason(e))
         raise
     except BaseException as e:
-        _stop(proc)
+        stop(proc)
         if run_id and not finished:
             close_run(run_id, "FAILED", str(e)[:5000])
         raise
     finally:
         proc.join(STOP_GRACE_S)
-        _stop(proc)
+        stop(proc)
         conn.close()
         lifeline_w.close()
 
 
-def _stop(proc: Any, interrupt: int | None = None) -> None:
+def stop(proc: Any, interrupt: int | None = None, grace: float = STOP_GRACE_S) -> None:
     """Pass an interruption (SIGINT or SIGTERM) on to the child, let it close its run, then
     make sure it is gone."""
     if not proc.is_alive():
@@ -135,7 +153,7 @@ def _stop(proc: Any, interrupt: int | None = None) -> None:
             os.kill(proc.pid, interrupt)
         except ProcessLookupError:
             return
-        proc.join(STOP_GRACE_S)
+        proc.join(grace)
     if proc.is_alive():
         proc.kill()
         proc.join(5)
@@ -144,16 +162,38 @@ def _stop(proc: Any, interrupt: int | None = None) -> None:
 # --------------------------------------------------------------------------- child side
 
 
-def _watch_lifeline(lifeline: Any) -> None:
+def watch_lifeline(lifeline: Any) -> None:
+    """In a child process: exit at once when the process that started it is gone (even killed
+    with SIGKILL), which closes the write end of `lifeline`, so no orphan trains on."""
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv()  # nothing is ever sent: this returns only with EOF
-    os._exit(137)  # the sweep process is gone: stop training a trial nobody waits for
+    os._exit(137)
+
+
+class _PipeHandler(logging.Handler):
+    """Sends each log record's level, logger name and message to the sweep process."""
+
+    def __init__(self, send: Callable[[tuple], None]) -> None:
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.send(("log", record.levelno, record.name, self.format(record)))
+        except Exception:
+            self.handleError(record)
 
 
 def _child_main(
-    conn: Any, lifeline: Any, cfg_tree: dict[str, Any], kwargs: dict, cwd: str, env: dict
+    conn: Any,
+    lifeline: Any,
+    cfg_tree: dict[str, Any],
+    kwargs: dict,
+    cwd: str,
+    env: dict,
+    batches: bool = False,
 ) -> None:
-    threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True).start()
+    threading.Thread(target=watch_lifeline, args=(lifeline,), daemon=True).start()
     from cifar_exp.interrupts import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM from the sweep: close the run KILLED, as on Ctrl-C
@@ -164,7 +204,14 @@ def _child_main(
     from cifar_exp import logs
 
     logs.import_tensorflow_quietly()
+    lock = threading.Lock()  # batch ends and log records may come from Keras's threads
+
+    def send(msg: tuple) -> None:
+        with lock:
+            conn.send(msg)
+
     logs.setup(logging.WARNING, rich=False)
+    logging.getLogger().handlers = [_PipeHandler(send)]
     try:
         from cifar_exp import runs
         from cifar_exp.config import validate
@@ -172,19 +219,22 @@ def _child_main(
 
         def ask_the_sweep(epoch: int, epoch_logs: dict[str, float]) -> bool:
             """Send the epoch's logs to the sweep process; it answers whether to prune."""
-            conn.send(("epoch", epoch, epoch_logs))
+            send(("epoch", epoch, epoch_logs))
             return bool(conn.recv())
+
+        def tell_batch(epoch: int, done: int, total: int) -> None:
+            send(("batch", epoch, done, total))
 
         result = runs.train_tracked(
             validate(cfg_tree),
-            callbacks=[EpochHook(ask_the_sweep)],
-            on_run=lambda run_id: conn.send(("run", run_id)),
+            callbacks=[EpochHook(ask_the_sweep, tell_batch if batches else None)],
+            on_run=lambda run_id: send(("run", run_id)),
             **kwargs,
         )
-        conn.send(("done", dataclasses.replace(result, model=None)))
+        send(("done", dataclasses.replace(result, model=None)))
     except KeyboardInterrupt as e:  # the run is already marked KILLED; the sweep reports it
         sys.exit(interrupts.exit_code(e))
     except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"[:2000]))
+        send(("error", f"{type(e).__name__}: {e}"[:2000]))
     finally:
         conn.close()

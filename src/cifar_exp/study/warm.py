@@ -1,0 +1,78 @@
+"""Warm starts: a new study begins from what an earlier one learned (`search.warm_start`).
+
+The best `search.warm_start_top` configurations of the earlier study are queued as the new
+study's first trials (`enqueue_trial`), and when both studies search the same distributions
+the earlier study's finished trials are added as prior knowledge for the sampler
+(`add_trials`). Those copies are marked (`prior_from`) and never count as the new study's own
+trials: not towards `n_trials`, not as its best, not in its report's results.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+
+from cifar_exp.config import Config, ConfigError, mask
+from cifar_exp.study.space import Param
+from cifar_exp.study.trials import FINISHED, PRIOR, complete, own, primary
+
+log = logging.getLogger(__name__)
+
+FROM = "warm_start_from"  # user attribute of a queued trial: "<study>#<trial number>"
+
+
+def warm_start(cfg: Config, study: optuna.Study, space: list[Param], url: str) -> None:
+    """Seed a new, empty study from `search.warm_start` (a study in the same storage)."""
+    name = cfg.search.warm_start
+    if not name or study.get_trials(deepcopy=False):
+        return  # nothing asked, or resuming: the warm start happened when the study began
+    if name == study.study_name:
+        raise ConfigError("search.warm_start: a study cannot warm-start from itself")
+    try:
+        earlier = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise ConfigError(f"search.warm_start: no study {name!r} in {mask(url)}") from None
+    keys = {p.key for p in space}
+    maximize = earlier.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete(earlier), key=primary, reverse=maximize)  # on its first objective
+    queued = 0
+    for t in ranked[: cfg.search.warm_start_top]:
+        params = {k: v for k, v in t.params.items() if k in keys}
+        if params:
+            study.enqueue_trial(params, user_attrs={FROM: f"{name}#{t.number}"})
+            queued += 1
+    distributions = _distributions(space)
+    finished = own(earlier.get_trials(deepcopy=False, states=FINISHED))
+    same = bool(finished) and all(t.distributions == distributions for t in finished)
+    same = same and earlier.directions == study.directions  # values the sampler can compare
+    if same:
+        study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    state=t.state,
+                    values=t.values if t.state == optuna.trial.TrialState.COMPLETE else None,
+                    params=t.params,
+                    distributions=t.distributions,
+                    intermediate_values=t.intermediate_values,
+                    user_attrs={PRIOR: f"{name}#{t.number}"},
+                )
+                for t in finished
+            ]
+        )
+    log.info(
+        "warm start from study %r: its best %d configuration(s) run first%s",
+        name,
+        queued,
+        f"; its {len(finished)} finished trials inform the sampler"
+        if same
+        else " (its search space differs, so its trials are not added as prior knowledge)",
+    )
+
+
+def _distributions(space: list[Param]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The distributions `space` suggests from, as Optuna records them on a trial."""
+    scratch = optuna.create_study().ask()
+    for p in space:
+        p.suggest(scratch)
+    return scratch.distributions

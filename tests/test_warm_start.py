@@ -1,0 +1,83 @@
+"""Warm starts (`search.warm_start`) and constraints (`search.constraints`)."""
+
+import math
+
+import optuna
+import pytest
+
+from cifar_exp.config import ConfigError, compose, with_overrides
+from cifar_exp.report import report
+from cifar_exp.study.space import parse_space
+from cifar_exp.study.storage import storage_url
+from cifar_exp.study.sweep import open_study, sweep
+from cifar_exp.study.trials import (
+    PRIOR,
+    best_trial,
+    complete,
+    constraint_values,
+    n_finished,
+)
+from cifar_exp.study.warm import FROM
+
+
+def test_a_new_study_starts_from_the_best_of_an_earlier_one(study_cfg):
+    cfg, root, _ = study_cfg
+    url = storage_url(cfg)
+    old = optuna.load_study(study_name="tiny", storage=url)
+    best3 = sorted(complete(old), key=lambda t: t.value, reverse=True)[:3]
+    new_cfg = with_overrides(
+        cfg,
+        {
+            "search.study_name": "tiny-warm",
+            "search.warm_start": "tiny",
+            "search.n_trials": 1,
+            "search.confirm.top_k": 0,
+        },
+    )
+    study = open_study(new_cfg, parse_space(new_cfg), url)
+    queued = [t for t in study.trials if t.state.name == "WAITING"]
+    assert [t.system_attrs["fixed_params"] for t in queued] == [t.params for t in best3]
+    assert [t.user_attrs[FROM] for t in queued] == [f"tiny#{t.number}" for t in best3]
+    # the same space: the earlier trials inform the sampler, but are not this study's own
+    priors = [t for t in study.trials if PRIOR in t.user_attrs]
+    assert len(priors) == len([t for t in old.trials if t.state.name in ("COMPLETE", "PRUNED")])
+    assert n_finished(study) == 0 and best_trial(study) is None
+    # opening it again (a resume, another worker) queues nothing more
+    again = open_study(new_cfg, parse_space(new_cfg), url)
+    assert len(again.trials) == len(study.trials)
+    # its first trial trains the earlier study's best configuration
+    out = sweep(new_cfg)
+    study = optuna.load_study(study_name="tiny-warm", storage=url)
+    first = next(t for t in study.trials if PRIOR not in t.user_attrs)
+    assert first.state.name == "COMPLETE" and first.params == best3[0].params
+    assert out.finished == 1 and out.best.number == first.number
+    # its report says where that trial came from, and shows none of the earlier study's trials
+    md = report(new_cfg, root / "reports-warm").markdown.read_text()
+    assert f"warm start: tiny#{best3[0].number}" in md
+    assert out.counts == {"COMPLETE": 1, "WAITING": 2}
+
+
+def test_warm_start_from_a_missing_study_is_one_clear_error(study_cfg):
+    cfg, _, _ = study_cfg
+    bad = with_overrides(cfg, {"search.study_name": "fresh", "search.warm_start": "nope"})
+    with pytest.raises(ConfigError, match="no study 'nope'"):
+        open_study(bad, parse_space(bad), storage_url(bad))
+
+
+def test_constraints_are_checked_and_decide_the_best(overrides):
+    cfg = compose([*overrides, "search.constraints=['train_time <= 60','val_accuracy >= 0.5']"])
+    values = constraint_values(cfg.search, {"train_time": 90.0, "val_accuracy": 0.7})
+    assert values == {"train_time <= 60": 30.0, "val_accuracy >= 0.5": pytest.approx(-0.2)}
+    assert constraint_values(cfg.search, {})["train_time <= 60"] == math.inf
+    for bad in ("train_time < 60", "train_time <= soon", "<= 60", "train_time <= inf"):
+        with pytest.raises(ConfigError, match=r"search\.constraints"):
+            compose([*overrides, f"search.constraints=[{bad!r}]"])
+    # a faster but worse trial is the best when the better one broke a constraint
+    study = optuna.create_study(direction="maximize")
+    slow = study.ask()
+    slow.set_constraint("train_time <= 60", 30.0)
+    study.tell(slow, 0.9)
+    fast = study.ask()
+    fast.set_constraint("train_time <= 60", -10.0)
+    study.tell(fast, 0.6)
+    assert best_trial(study).number == fast.number
