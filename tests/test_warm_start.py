@@ -81,3 +81,45 @@ def test_constraints_are_checked_and_decide_the_best(overrides):
     fast.set_constraint("train_time <= 60", -10.0)
     study.tell(fast, 0.6)
     assert best_trial(study).number == fast.number
+
+
+def test_priors_hold_no_slot_of_the_new_study():
+    """A warm start's copied trials do not count as the new study's: a trial after them is
+    not skipped as 'not needed' (before the fix, a sweep with more trials than the queued
+    ones skipped every new trial and never finished)."""
+    from cifar_exp.study.objective import claim_slot
+
+    study = optuna.create_study()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={"x": 0.5}, distributions=dist, value=1.0, user_attrs={PRIOR: "old#0"}
+            )
+            for _ in range(5)
+        ]
+    )
+    claim_slot(study.ask(), target=4)  # raises StudyFull if the priors held slots
+
+
+def test_only_an_interrupted_trial_is_queued_again():
+    from cifar_exp.study.storage import requeue_interrupted
+
+    study = optuna.create_study()
+    for reason in ("interrupted (Ctrl-C)", "ValueError: diverged"):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    for number in (0, 1):
+        requeue_interrupted(study, number, max_retry=1)
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert [t.system_attrs["failed_trial"] for t in waiting] == [0]
+
+
+def test_warm_start_keeps_only_values_the_new_space_holds():
+    from cifar_exp.study.warm import _holds
+
+    choices = optuna.distributions.CategoricalDistribution([32, 64, 128])
+    assert _holds(choices, 64) and not _holds(choices, 512)
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    assert _holds(lr, 0.01) and not _holds(lr, 0.5)

@@ -118,7 +118,8 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
 
 
 # columns of the trial table by importance: kept first when the terminal is narrow
-RANKS = {"trial": 0, "val_accuracy": 1, "state": 2, "seeds": 3, "val_loss": 6, "accuracy": 7}
+RANKS = {"trial": 0, "val_accuracy": 1, "state": 2, "status": 2, "seeds": 3, "val_loss": 6}
+RANKS |= {"accuracy": 7}
 RANKS |= {"loss": 8, "epochs": 9, "duration_s": 10}
 PARAM_RANK = 4  # a searched value: after the metric, state and seeds
 
@@ -139,6 +140,8 @@ def trial_columns(table: pd.DataFrame) -> list[Column]:
     """The trial table's columns for a terminal: a metric with its `±` column merged into
     `mean ± half-width`, params under their short names where unique, the duration in s."""
     names = [c for c in table.columns if not str(c).endswith(" ±")]
+    if "status" in names:  # "pruned at epoch 3" says what "PRUNED" does, and more
+        names.remove("state")
     short = [str(c).rsplit(".", 1)[-1] for c in names]
     columns = []
     for name, brief in zip(names, short, strict=True):
@@ -159,7 +162,9 @@ def trial_columns(table: pd.DataFrame) -> list[Column]:
             cells = [_cell(v, -1) for v in values]
         header = brief if short.count(brief) == 1 else str(name)
         rank = RANKS.get(str(name), RANKS["duration_s"] if name == "time (s)" else PARAM_RANK)
-        columns.append(Column(header, cells, rank, "left" if name == "state" else "right"))
+        columns.append(
+            Column(header, cells, rank, "left" if name in ("state", "status") else "right")
+        )
     return columns
 
 

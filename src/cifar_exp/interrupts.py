@@ -21,6 +21,9 @@ def terminate_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+REASONS = ("terminated (SIGTERM)", "interrupted (Ctrl-C)")  # the failure reasons it gives
+
+
 def reason(e: BaseException) -> str:
     """What stopped the work, for a run's or a trial's failure reason."""
     return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"

@@ -48,7 +48,9 @@ def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Re
     name = cfg.tracking.registered_model
     setup(cfg.tracking)
     client = MlflowClient()
-    metric, direction = cfg.search.metric, str(cfg.search.direction)
+    # `value` is the study's first objective (its only one, unless multi-objective)
+    metric = (list(cfg.search.objectives or []) or [cfg.search.metric])[0]
+    direction = str((list(cfg.search.directions or []) or [cfg.search.direction])[0])
     try:
         client.get_registered_model(name)
     except MlflowException:

@@ -121,10 +121,11 @@ def fit_table(console: Console, title: str, columns: list[Column], width: int = 
     width = width or console.width
     order = sorted(range(len(columns)), key=lambda i: columns[i].rank)
     chosen: list[int] = []
-    for i in order:
+    for i in order:  # by priority: a column never shows while a more important one does not
         trial = sorted([*chosen, i])
-        if not chosen or _measure(console, title, [columns[j] for j in trial]) <= width:
-            chosen = trial
+        if chosen and _measure(console, title, [columns[j] for j in trial]) > width:
+            break
+        chosen = trial
     left_out = [columns[i].header for i in range(len(columns)) if i not in chosen]
     table = _build(title, [columns[i] for i in chosen])
     if left_out:

@@ -65,7 +65,10 @@ def claim_slot(trial: optuna.Trial, target: int) -> None:
     study = getattr(trial, "study", None)
     if study is None:  # a FixedTrial
         return
-    live = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+    # a warm start's prior trials (copied from another study) hold no slot of this one
+    live = trials.own(
+        study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+    )
     if sum(1 for t in live if t.number < trial.number) >= target:
         trial.set_user_attr("skipped", True)
         raise StudyFull(f"not needed: {target} trials were already finished or running")

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from cifar_exp import plots, tracking
 from cifar_exp.config import Config, TrackingConfig, flatten, mask, to_yaml
-from cifar_exp.study.trials import best_trial, counts, directions, objectives, primary
+from cifar_exp.study.trials import PRIOR, best_trial, counts, directions, objectives, primary
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def log_study(run_id: str, study: optuna.Study) -> None:
     for state in optuna.trial.TrialState:
         client.log_metric(run_id, f"trials_{state.name.lower()}", by_state.get(state.name, 0))
     table = study.trials_dataframe()
+    if f"user_attrs_{PRIOR}" in table:  # a warm start's priors are not this study's trials
+        table = table[table[f"user_attrs_{PRIOR}"].isna()]
     client.log_text(run_id, table.to_csv(index=False), "trials.csv")
     best = best_trial(study)
     if best is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from cifar_exp import interrupts
 from cifar_exp.config import Config, SearchConfig, mask
 from cifar_exp.errors import UserError
 from cifar_exp.stores import StoreError, check_url
@@ -44,10 +45,11 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int
     """Queue a trial that did not finish (its worker died, or it was interrupted) to run
     again with its parameters, up to `max_retry` times (Optuna's retry callback, which
     records `retry_history`); returns whether it was queued. What the failed attempt
-    recorded (its run, its failure reason) is not carried over to the retry."""
+    recorded (its run, its failure reason) is not carried over to the retry; where its
+    parameters came from (a warm start) is."""
     before = len(study.get_trials(deepcopy=False))
     fresh = copy.copy(trial)
-    fresh.user_attrs = {}
+    fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == "warm_start_from"}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, fresh)
     return len(study.get_trials(deepcopy=False)) > before
 
@@ -60,7 +62,13 @@ def requeue_interrupted(study: optuna.Study, number: int | None, max_retry: int)
         return
     with contextlib.suppress(Exception):  # the interrupt must not be lost to a storage error
         trial = study.trials[number]
-        if trial.state == optuna.trial.TrialState.FAIL and requeue(study, trial, max_retry):
+        # only a trial the interrupt failed: not one that failed on its own before it
+        stopped = trial.user_attrs.get("fail_reason") in interrupts.REASONS
+        if (
+            trial.state == optuna.trial.TrialState.FAIL
+            and stopped
+            and requeue(study, trial, max_retry)
+        ):
             log.warning(
                 "trial %d was interrupted; its parameters run first when the study resumes",
                 number,

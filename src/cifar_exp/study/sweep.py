@@ -47,6 +47,7 @@ from cifar_exp.study.trials import (
     n_finished,
     n_running,
     objectives,
+    own,
     primary,
 )
 from cifar_exp.study.warm import warm_start
@@ -58,7 +59,7 @@ __all__ = ["EXHAUSTED", "BestTrial", "FrontTrial", "SweepSummary", "confirm_stud
 __all__ += ["summarize", "sweep"]
 
 
-def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
+def open_study(cfg: Config, space: list[Param], url: str, worker: int = 0) -> optuna.Study:
     """Create the study, or load it to resume; warns when its config has changed since."""
     tracking_cfg = cfg.tracking
     study = optuna.create_study(
@@ -72,7 +73,9 @@ def open_study(cfg: Config, space: list[Param], url: str) -> optuna.Study:
         load_if_exists=True,
     )
     if study.trials:
-        study.sampler = make_sampler(cfg.search, space, offset=len(study.trials))
+        # workers starting together see the same trial count: their index tells them apart
+        offset = len(study.trials) + 10007 * worker
+        study.sampler = make_sampler(cfg.search, space, offset=offset)
     created = [d.name.lower() for d in study.directions]
     if directions(cfg.search) != created:
         key = "search.directions" if cfg.search.objectives else "search.direction"
@@ -137,7 +140,9 @@ class _TrialRunner:
         return objective(trial, self.cfg, self.space, self.splits, self.parent, self.reporter)
 
 
-def sweep(cfg: Config, reporter: Reporter | None = None, register: bool = True) -> SweepSummary:
+def sweep(
+    cfg: Config, reporter: Reporter | None = None, register: bool = True, worker: int = 0
+) -> SweepSummary:
     """Run (or resume) the configured study until `search.n_trials` trials have finished;
     then register its best model (unless `register` is false: a helper worker)."""
     reporter = reporter or NullReporter()
@@ -150,7 +155,7 @@ def sweep(cfg: Config, reporter: Reporter | None = None, register: bool = True) 
     if cfg.search.isolate_trials:
         splits = None
     with study_lock(url):  # one worker at a time creates the tables, the study, the parent
-        study = open_study(cfg, space, url)
+        study = open_study(cfg, space, url, worker)
         parent = records.study_parent_run(cfg, study) if cfg.tracking.enabled else None
     target = cfg.search.n_trials
     reporter.study_started(retrying(lambda: _progress(study, target), url))
@@ -216,6 +221,17 @@ def _confirm(
         reporter.confirmed(result)
         if parent is not None:
             log_confirmation(cfg, parent, result)
+
+
+def conclude(cfg: Config, stopped: str) -> SweepSummary:
+    """The study's summary once its workers have stopped (the last one may have finished what
+    the first stopped short of), and its best model registered."""
+    url = storage_url(cfg)
+    study = retrying(lambda: optuna.load_study(study_name=cfg.search.study_name, storage=url), url)
+    parent = study.user_attrs.get("mlflow_parent_run_id") if cfg.tracking.enabled else None
+    if retrying(lambda: n_finished(study), url) >= cfg.search.n_trials:
+        stopped = "complete"
+    return _summary_and_registration(study, cfg, parent, stopped, url)
 
 
 def _summary_and_registration(
@@ -300,7 +316,8 @@ def _close(study: optuna.Study, parent: str | None, target: int, stopped: str) -
 def _grid_exhausted(study: optuna.Study, space: list[Param]) -> bool:
     """A grid study has finished every point of its grid (retries of a point included)."""
     seen = {
-        tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=FINISHED)
+        tuple(sorted(t.params.items()))
+        for t in own(study.get_trials(deepcopy=False, states=FINISHED))
     }
     return len(seen) >= grid_size(space)
 

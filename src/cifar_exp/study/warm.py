@@ -33,16 +33,18 @@ def warm_start(cfg: Config, study: optuna.Study, space: list[Param], url: str) -
         earlier = optuna.load_study(study_name=name, storage=url)
     except KeyError:
         raise ConfigError(f"search.warm_start: no study {name!r} in {mask(url)}") from None
-    keys = {p.key for p in space}
+    distributions = _distributions(space)
     maximize = earlier.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete(earlier), key=primary, reverse=maximize)  # on its first objective
     queued = 0
     for t in ranked[: cfg.search.warm_start_top]:
-        params = {k: v for k, v in t.params.items() if k in keys}
+        # only values the new space holds: the sampler draws the rest
+        params = {
+            k: v for k, v in t.params.items() if k in distributions and _holds(distributions[k], v)
+        }
         if params:
             study.enqueue_trial(params, user_attrs={FROM: f"{name}#{t.number}"})
             queued += 1
-    distributions = _distributions(space)
     finished = own(earlier.get_trials(deepcopy=False, states=FINISHED))
     same = bool(finished) and all(t.distributions == distributions for t in finished)
     same = same and earlier.directions == study.directions  # values the sampler can compare
@@ -76,3 +78,11 @@ def _distributions(space: list[Param]) -> dict[str, optuna.distributions.BaseDis
     for p in space:
         p.suggest(scratch)
     return scratch.distributions
+
+
+def _holds(dist: optuna.distributions.BaseDistribution, value: object) -> bool:
+    """`value` is one the distribution can give (a choice of it, within its range)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False

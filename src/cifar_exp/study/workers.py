@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cifar_exp import interrupts
 from cifar_exp.config import Config, to_dict, validate, with_overrides
 from cifar_exp.study import trial_process
 from cifar_exp.study.progress import NullReporter, Reporter
-from cifar_exp.study.sweep import SweepSummary, sweep
+from cifar_exp.study.sweep import SweepSummary, conclude, sweep
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def cores() -> int:
 
 def _gpus() -> int:
     """Visible NVIDIA GPUs, counted without importing TensorFlow (which would hold them)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # what this process may use, not what the host has
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     return len(list(Path("/proc/driver/nvidia/gpus").glob("*")))
 
 
@@ -58,7 +60,8 @@ def n_workers(cfg: Config) -> int:
 
 
 def run_study(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
-    """`sweep(cfg)` with `search.n_workers` workers; returns the sweep process's summary."""
+    """`sweep(cfg)` with `search.n_workers` workers; returns the study's summary, taken and
+    its best model registered once every worker has stopped."""
     n = n_workers(cfg)
     if n == 1:
         return sweep(cfg, reporter)
@@ -74,27 +77,43 @@ def run_study(cfg: Config, reporter: Reporter | None = None) -> SweepSummary:
         log_file = logs / f"{cfg.search.study_name}-{k}.log"
         proc = ctx.Process(
             target=_worker_main,
-            args=(to_dict(cfg), lifeline, str(log_file), os.getcwd()),
+            args=(to_dict(cfg), k, lifeline, str(log_file), os.getcwd()),
             name=f"worker-{k}",
         )
         proc.start()
         lifeline.close()
         procs.append((proc, keep))
-    log.info(
-        "%d workers of %d thread(s) each (this one and %d more; their logs: %s)",
-        n,
-        threads,
-        n - 1,
-        logs,
-    )
+    log.info("%d workers of %d thread(s) each (this one and %d more; their logs: %s)", n, threads,
+             n - 1, logs)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _passing_on(procs))
     try:
-        # returns once no trial is left to run or confirm: the whole study's summary
-        out = sweep(cfg, reporter)
-    except KeyboardInterrupt as e:
-        _stop(procs, signal.SIGTERM if isinstance(e, interrupts.Terminated) else signal.SIGINT)
+        out = sweep(cfg, reporter, register=False)
+        _join(procs)
+    except BaseException as e:  # Ctrl-C, SIGTERM, or a failure here: no worker goes on alone
+        _stop(procs, signal.SIGINT if type(e) is KeyboardInterrupt else signal.SIGTERM)
         raise
-    _join(procs)
-    return out
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return conclude(cfg, out.stopped)
+
+
+def _passing_on(procs: list[tuple[Any, Any]]) -> Any:
+    """A SIGTERM handler: the workers get it at once too (a terminal's Ctrl-C reaches them by
+    itself; a service manager's SIGTERM is sent to this process only), then this process
+    stops as on Ctrl-C."""
+
+    def handler(signum: int, frame: Any) -> None:
+        _signal_all(procs, signal.SIGTERM)
+        raise interrupts.Terminated()
+
+    return handler
+
+
+def _signal_all(procs: list[tuple[Any, Any]], sig: int) -> None:
+    for proc, _ in procs:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
 
 
 def _join(procs: list[tuple[Any, Any]]) -> None:
@@ -105,20 +124,35 @@ def _join(procs: list[tuple[Any, Any]]) -> None:
 
 
 def _stop(procs: list[tuple[Any, Any]], sig: int) -> None:
-    """After Ctrl-C (which a terminal sends to every worker) or SIGTERM (passed on here): each
-    worker fails its trial and closes its run, then is waited for; one that hangs is killed."""
+    """Every worker gets `sig` (one that had it already ignores a second: see _first_only),
+    fails its trial and closes its run; after a shared grace period the rest are killed."""
+    _signal_all(procs, sig)
+    deadline = time.monotonic() + 3 * trial_process.STOP_GRACE_S  # its trial's grace first
     for proc, _ in procs:
-        proc.join(2)  # a terminal's Ctrl-C reached it already: let it finish on its own
-        # its own trial process gets trial_process's grace first: this one waits longer
-        trial_process.stop(proc, sig, grace=3 * trial_process.STOP_GRACE_S)
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
 
 
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(cfg_tree: dict[str, Any], lifeline: Any, log_file: str, cwd: str) -> None:
+def _first_only(signum: int, frame: Any) -> None:
+    """In a worker: the first SIGINT or SIGTERM stops it as Ctrl-C does; any later one is
+    ignored, so that it cannot cut short the clean-up the first one started (failing its
+    trial, closing its runs, queueing the trial again)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise interrupts.Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _worker_main(
+    cfg_tree: dict[str, Any], index: int, lifeline: Any, log_file: str, cwd: str
+) -> None:
     threading.Thread(target=trial_process.watch_lifeline, args=(lifeline,), daemon=True).start()
-    interrupts.terminate_as_interrupt()
+    signal.signal(signal.SIGINT, _first_only)
+    signal.signal(signal.SIGTERM, _first_only)
     os.chdir(cwd)
     # the terminal belongs to the sweep process's live display: a worker writes to its log
     out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -130,6 +164,6 @@ def _worker_main(cfg_tree: dict[str, Any], lifeline: Any, log_file: str, cwd: st
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     try:
-        sweep(validate(cfg_tree), NullReporter(), register=False)
+        sweep(validate(cfg_tree), NullReporter(), register=False, worker=index)
     except KeyboardInterrupt as e:
         sys.exit(interrupts.exit_code(e))
