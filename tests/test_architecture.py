@@ -18,7 +18,7 @@ LAYERS = [
     {"config"},
     {"cifar_files"},
     {"data", "stores", "keras_files"},
-    {"callbacks"},
+    {"callbacks", "optimizers"},
     {"train"},
     {"tracking"},
     {"runs"},

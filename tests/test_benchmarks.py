@@ -96,3 +96,29 @@ def test_search_vs_keras_tuner_runs_both_searches(cifar_tarball, workdir):
         assert 0.0 < row["best at 100% of budget"] <= 1.0, name
         times = [t for t, _ in result["raw"][name]]
         assert times == sorted(times) and times[0] >= 0, name
+
+
+def test_airbench_original_runs_beside_ours(cifar_tarball, workdir):
+    """The side-by-side with the original airbench94, in a smoke-test size (its `airbench`
+    extra is a multi-gigabyte install that CI leaves out: then this skips)."""
+    for module in ("torch", "torchvision", "airbench"):
+        pytest.importorskip(module, reason="the `airbench` extra: pip install -e '.[airbench]'")
+    out = workdir / "results"
+    _bench(
+        "airbench_original.py",
+        f"--data={cifar_tarball}",
+        "--epochs=2",
+        "--batch-size=200",
+        "--",
+        f"data.cache_dir={workdir / 'cache'}",
+        f"tracking.dir={workdir / 'mlruns'}",
+        "tracking.log_model=false",
+        out=out,
+    )
+    result = json.loads((out / "airbench_original.json").read_text())
+    original, ours = result["results"]["original"], result["results"]["ours"]
+    assert [e["epoch"] for e in original["per_epoch"]] == [1, 2]
+    assert [e["epoch"] for e in ours["per_epoch"]] == [1, 2]
+    assert set(original["final"]) == {"tta0", "tta1", "tta2"}
+    assert 0 <= ours["final"]["tta2"] <= 1 and original["precision"] == "bfloat16"
+    assert result["rows"][-1]["epoch"] == "final"

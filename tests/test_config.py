@@ -31,6 +31,11 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
     ("override", "message"),
     [
         ("trainer.translate=20", "trainer.translate: must be between 0 and 16"),
+        ("optimizer.end_factor=1.5", "optimizer.end_factor: must be in [0, 1]"),
+        ("optimizer.start_factor=-0.1", "optimizer.start_factor: must be in [0, 1]"),
+        ("experiment=airbench model.tta_shift=9", "model.tta_shift: must be between 0 and 8"),
+        ("model=airbench model.whiten_bias_epochs=-1", "model.whiten_bias_epochs: must be >= 0"),
+        ("model.tta_shift=1", "model.tta_shift: unknown config key"),
         ("optimizer.lr=0", "optimizer.lr: must be > 0"),
         ("optimizer.lr=-1", "optimizer.lr: must be > 0"),
         ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),

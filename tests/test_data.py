@@ -196,6 +196,25 @@ def test_augmented_dataset_changes_each_epoch_and_repeats_per_seed():
     assert labels.shape == (8, 10) and labels.numpy().sum() == 8
 
 
+def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
+    """airbench's flips: a random half flipped once, then all flipped in odd epochs."""
+    from cifar_exp.callbacks import EpochCounter
+
+    x = np.random.default_rng(1).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(64) % 10
+    flipped_x, epoch = data.alternating_flips(x, seed=0)
+    mirrored = np.array([not np.array_equal(a, b) for a, b in zip(x, flipped_x, strict=True)])
+    assert 16 < mirrored.sum() < 48 and np.array_equal(flipped_x[mirrored], x[mirrored, :, ::-1])
+    ds = data.make_dataset(flipped_x, y, 64, shuffle=False, seed=0, augment=True, translate=0)
+    counter = EpochCounter(epoch)
+    seen = []
+    for e in range(3):
+        counter.on_epoch_begin(e)
+        seen.append((next(iter(ds))[0].numpy() * 255).round().astype(np.uint8))
+    assert np.array_equal(seen[0], flipped_x) and np.array_equal(seen[2], flipped_x)
+    assert np.array_equal(seen[1], flipped_x[:, :, ::-1])
+
+
 def test_official_download_goes_through_keras_cache(monkeypatch, tmp_path, cifar_tarball):
     calls = {}
 

@@ -45,6 +45,26 @@ def test_flip_tta_averages_the_mirror_and_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)
 
 
+def test_shift_tta_is_airbenchs_six_views_and_survives_save_and_load(tmp_path):
+    from cifar_exp.models import with_shift_tta
+    from cifar_exp.registry import load_model
+
+    cfg = compose(["model=resnet_small", "model.width=8", "model.tta=true"])
+    flip = build_model(cfg.model)
+    assert with_shift_tta(cfg.model, flip) is flip  # tta_shift 0: nothing added
+    cfg = compose(["model=airbench", "model.width=8", "model.tta=true", "model.tta_shift=1"])
+    flip = build_model(cfg.model)
+    model = with_shift_tta(cfg.model, flip)
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    views = [flip.predict(v, verbose=0) for v in (x, padded[:, :32, :32], padded[:, 2:, 2:])]
+    expected = 0.5 * views[0] + 0.25 * (views[1] + views[2])
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded, _ = load_model(str(tmp_path / "m.keras"), cfg)  # safe mode
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)
+
+
 def _smooth_images(n: int = 48) -> np.ndarray:
     """Images whose neighbouring pixels are strongly correlated, as in natural images."""
     rng = np.random.default_rng(1)

@@ -6,7 +6,8 @@ import pytest
 from cifar_exp.callbacks import current_lr
 from cifar_exp.config import with_overrides
 from cifar_exp.data import load_cifar10
-from cifar_exp.train import TrainingDiverged, build_optimizer, train
+from cifar_exp.optimizers import build_optimizer
+from cifar_exp.train import TrainingDiverged, train
 
 
 @pytest.fixture()
@@ -75,14 +76,80 @@ def test_onecycle_schedule_and_weight_decay(cfg):
     assert lrs[0] == pytest.approx(0.0) and lrs[1] == pytest.approx(o.lr / 2)
     assert lrs[2] == pytest.approx(o.lr) and lrs[3] == pytest.approx(o.lr / 2)
     assert lrs[4] == pytest.approx(0.0, abs=1e-9)
-    with pytest.raises(ValueError, match="number of training steps"):
+    with pytest.raises(ValueError, match="needs the number of steps"):
         build_optimizer(o)
+
+
+def test_triangle_schedule_is_airbenchs_and_saves(cfg, tmp_path):
+    """Linear from 0.2 x lr up to lr at 23% of the steps, linear down to 0.07 x lr at the end;
+    a model compiled with it saves and loads in safe mode."""
+    import keras
+
+    from cifar_exp.keras_files import load_keras_file
+
+    o = with_overrides(
+        cfg,
+        {
+            "optimizer.schedule": "triangle",
+            "optimizer.decay": 0.0,
+            "optimizer.lr": 1.0,
+            "optimizer.warmup": 0.25,
+            "optimizer.start_factor": 0.2,
+            "optimizer.end_factor": 0.07,
+        },
+    ).optimizer
+    opt = build_optimizer(o, total_steps=100)
+    expected = {0: 0.2, 10: 0.52, 25: 1.0, 50: 1 - 0.93 / 3, 100: 0.07, 150: 0.07}
+    for step, lr in expected.items():
+        opt.iterations.assign(step)
+        assert current_lr(opt) == pytest.approx(lr, abs=1e-6), step
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()])
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    model.save(tmp_path / "m.keras")
+    loaded = load_keras_file(tmp_path / "m.keras", "m.keras").optimizer
+    for step in (10, 50):
+        loaded.iterations.assign(step)
+        assert current_lr(loaded) == pytest.approx(expected[step], abs=1e-6)
+
+
+def test_onecycle_starts_and_ends_at_its_factors(cfg):
+    o = with_overrides(
+        cfg,
+        {
+            "optimizer.schedule": "onecycle",
+            "optimizer.decay": 0.0,
+            "optimizer.warmup": 0.2,
+            "optimizer.start_factor": 0.1,
+            "optimizer.end_factor": 0.05,
+        },
+    ).optimizer
+    opt = build_optimizer(o, total_steps=100)
+    for step, lr in {0: 0.1 * o.lr, 20: o.lr, 60: 0.525 * o.lr, 100: 0.05 * o.lr}.items():
+        opt.iterations.assign(step)
+        assert current_lr(opt) == pytest.approx(lr, rel=1e-5), step
+
+
+def test_freeze_after_holds_a_variable_from_its_epoch_on():
+    import keras
+
+    from cifar_exp.callbacks import FreezeAfter
+
+    v = keras.Variable([1.0, 2.0])
+    cb = FreezeAfter(v, epochs=2)
+    for epoch in range(4):
+        cb.on_epoch_begin(epoch)
+        for step in range(3):
+            v.assign(v.value + 1.0)  # what a train step would do
+            cb.on_train_batch_end(step)
+    # trained in epochs 0 and 1 (6 steps), held from epoch 2 on
+    np.testing.assert_allclose(np.asarray(v), [7.0, 8.0])
 
 
 def test_onecycle_and_legacy_decay_do_not_mix(cfg):
     from cifar_exp.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"optimizer\.decay: must be 0 with"):
+    with pytest.raises(ConfigError, match=r"optimizer\.decay: must be 0 unless"):
         with_overrides(cfg, {"optimizer.schedule": "onecycle", "optimizer.decay": 0.001})
 
 
@@ -166,24 +233,44 @@ def test_lookahead_moves_weights_to_their_growing_average():
 
 
 def test_airbench_recipe_trains(cfg, splits):
-    """airbench with its whitening layer from the training images, 2-pixel crops, label
-    smoothing, one-cycle and Lookahead: the synthetic classes are learnt."""
+    """airbench's recipe as `experiment=airbench` sets it, on a narrow network: whitening from
+    the training images (its bias held after 3 epochs), 2-pixel crops with alternating flips,
+    label smoothing, the triangle schedule, Lookahead, 6-view TTA after training: the synthetic
+    classes are learnt, and the test evaluation is the 6-view one."""
     cfg = with_overrides(
         cfg,
         {
-            "model": {"name": "airbench", "width": 8},
+            "model": {"name": "airbench", "width": 8, "tta": True, "tta_shift": 1},
             "trainer.augment": True,
             "trainer.translate": 2,
+            "trainer.alternate_flips": True,
             "trainer.label_smoothing": 0.2,
             "trainer.lookahead": True,
-            "trainer.epochs": 4,
+            "trainer.epochs": 5,
             "trainer.batch_size": 32,
             "optimizer.lr": 0.2,
             "optimizer.momentum": 0.85,
             "optimizer.decay": 0.0,
-            "optimizer.schedule": "onecycle",
+            "optimizer.schedule": "triangle",
+            "optimizer.warmup": 0.23,
+            "optimizer.start_factor": 0.2,
+            "optimizer.end_factor": 0.07,
             "optimizer.nesterov": True,
         },
     )
-    result = train(cfg, splits, verbose="0")
+    held = []
+
+    class Watch(__import__("keras").callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            bias = next(v for v in self.model.weights if v.path.endswith("whiten_bias/bias"))
+            held.append(np.asarray(bias).copy())
+
+    result = train(cfg, splits, callbacks=[Watch()], verbose="0")
     assert result.history["val_accuracy"][-1] > 0.3
+    assert not np.array_equal(held[0], held[1])  # trained in the first epochs
+    assert np.array_equal(held[2], held[3]) and np.array_equal(held[3], held[4])  # then held
+    assert result.model.get_layer("shift_tta") is not None
+    from cifar_exp.train import evaluate
+
+    again = evaluate(result.model, splits.x_test, splits.y_test)
+    assert again.accuracy == pytest.approx(result.test.accuracy)

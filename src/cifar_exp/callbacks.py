@@ -1,6 +1,7 @@
 """Keras callbacks of a training: the epoch recorder (history, lr, epoch time, plain
 cross-entropy, divergence), the hook through which a study's pruning reaches a training, and
-airbench's Lookahead weight averaging. Keras only."""
+airbench's pieces: Lookahead weight averaging, the epoch counter of its alternating flips and
+the freezing of its whitening bias. Keras only."""
 
 from __future__ import annotations
 
@@ -151,3 +152,34 @@ class Lookahead(keras.callbacks.Callback):
         if self._average is not None and (last_of_epoch or self._step % self.every == 0):
             for avg, v in zip(self._average, self._weights(), strict=True):
                 v.assign(avg.value)
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Sets `variable` to the epoch number as each epoch starts, for an input pipeline that
+    depends on it (`data.alternating_flips`): Keras makes an epoch's iterator after this."""
+
+    def __init__(self, variable: Any) -> None:
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.variable.assign(epoch)
+
+
+class FreezeAfter(keras.callbacks.Callback):
+    """Trains `variable` for the first `epochs` epochs, then holds it at its value: restored
+    after every later step (airbench trains its whitening bias for 3 epochs). Restoring keeps
+    the compiled train step as it is; freezing by `trainable` would need a new one."""
+
+    def __init__(self, variable: Any, epochs: int) -> None:
+        super().__init__()
+        self.variable, self.epochs = variable, epochs
+        self._held: Any = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch >= self.epochs and self._held is None:
+            self._held = keras.ops.copy(self.variable.value)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._held is not None:
+            self.variable.assign(self._held)

@@ -20,8 +20,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf import errors as oc_errors
 
+from cifar_exp import models
 from cifar_exp.errors import UserError
-from cifar_exp.models import SCHEMAS as MODEL_SCHEMAS
 
 # the schemas are part of config's API (`from cifar_exp.config import Config`)
 from cifar_exp.schemas import METRICS as METRICS
@@ -138,7 +138,7 @@ def validate(raw: DictConfig | dict) -> DictConfig:
     try:
         raw = OmegaConf.create(raw) if isinstance(raw, dict) else raw
         schema = OmegaConf.structured(Config)
-        schema.model = OmegaConf.structured(_schema_for(raw, "model", MODEL_SCHEMAS))
+        schema.model = OmegaConf.structured(_schema_for(raw, "model", models.SCHEMAS))
         schema.optimizer = OmegaConf.structured(_schema_for(raw, "optimizer", OPTIMIZER_SCHEMAS))
         cfg = OmegaConf.merge(schema, raw)
         OmegaConf.resolve(cfg)
@@ -209,11 +209,10 @@ def _check_values(cfg: DictConfig) -> None:
     need(o.decay >= 0, "optimizer.decay", ">= 0")
     need(o.weight_decay >= 0, "optimizer.weight_decay", ">= 0")
     need(0 <= o.warmup < 1, "optimizer.warmup", "in [0, 1)")
-    need(
-        not (o.decay and o.schedule == "onecycle"),
-        "optimizer.decay",
-        "0 with optimizer.schedule=onecycle (pick one schedule)",
-    )
+    for key in ("start_factor", "end_factor"):
+        need(0 <= o[key] <= 1, f"optimizer.{key}", "in [0, 1] (a fraction of optimizer.lr)")
+    one = "0 unless optimizer.schedule=constant (pick one schedule)"
+    need(not (o.decay and o.schedule != "constant"), "optimizer.decay", one)
     if "momentum" in o:
         need(0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)")
     need(t.epochs >= 1, "trainer.epochs", ">= 1")
@@ -249,9 +248,9 @@ def _check_values(cfg: DictConfig) -> None:
         "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
         "(it names folders)",
     )
-    for key in ("conv_dropout", "dense_dropout"):
-        if key in cfg.model:
-            need(0 <= cfg.model[key] < 1, f"model.{key}", "in [0, 1)")
+    for key, (ok, rule) in models.VALUE_RULES.items():  # keys some models have
+        if cfg.model.get(key) is not None:
+            need(ok(cfg.model[key]), f"model.{key}", rule)
     need(s.n_trials >= 1, "search.n_trials", ">= 1")
     need(s.timeout is None or s.timeout > 0, "search.timeout", "> 0 or null")
     need(s.metric in METRICS, "search.metric", f"one of {list(METRICS)}")

@@ -184,9 +184,10 @@ def load_cifar10(cfg: DataConfig) -> Splits:
 # --------------------------------------------------------------------------- tf.data
 
 
-def augment_batch(xb: Any, seed: Any, pad: int = 4) -> Any:
-    """Random crop of the reflect-padded images and random horizontal flip, for a whole uint8
-    batch at once (per-image offsets through two batched gathers, no per-image map)."""
+def augment_batch(xb: Any, seed: Any, pad: int = 4, flip_all: Any = None) -> Any:
+    """Random crop of the reflect-padded images and horizontal flips, for a whole uint8 batch
+    at once (per-image offsets through two batched gathers, no per-image map). Each image is
+    flipped at random, or, given `flip_all` (a boolean scalar), all images or none."""
     import tensorflow as tf
 
     n, h, w = tf.shape(xb)[0], xb.shape[1], xb.shape[2]
@@ -198,8 +199,24 @@ def augment_batch(xb: Any, seed: Any, pad: int = 4) -> Any:
     cols = dx + tf.range(w)[None, :]
     out = tf.gather(padded, rows, axis=1, batch_dims=1)
     out = tf.gather(out, cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform([n], seeds[2]) < 0.5
+    if flip_all is not None:
+        flip = tf.fill([n], tf.cast(flip_all, tf.bool))
+    else:
+        flip = tf.random.stateless_uniform([n], seeds[2]) < 0.5
     return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
+
+
+def alternating_flips(x: np.ndarray, seed: int) -> tuple[np.ndarray, Any]:
+    """airbench's flip scheme: a random half of the images flipped once (a copy of `x`), then
+    every image flipped together in every other epoch, so each image is seen both ways in any
+    two consecutive epochs. Returns the images and the epoch counter the pipeline reads (set it
+    at each epoch's start: `callbacks.EpochCounter`)."""
+    import tensorflow as tf
+
+    flipped = np.random.default_rng(seed).random(len(x)) < 0.5
+    x = x.copy()
+    x[flipped] = x[flipped, :, ::-1]
+    return x, tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
 
 
 def make_dataset(
@@ -213,11 +230,13 @@ def make_dataset(
     augment: bool = False,
     translate: int = 4,
     one_hot: bool = False,
+    epoch: Any = None,
 ) -> Any:
     """A batched tf.data pipeline from uint8 arrays, scaled to float32 [0, 1] per batch;
     optionally augmented (`augment_batch` with crops shifted up to `translate` pixels,
     different every epoch, repeatable per seed) and with one-hot labels (for label
-    smoothing)."""
+    smoothing). Given `epoch` (a variable holding the epoch number, see `alternating_flips`)
+    the flips are not random: all images are flipped in odd epochs."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
@@ -227,7 +246,8 @@ def make_dataset(
 
     def prepare(xb: Any, yb: Any, batch_seed: Any = None) -> tuple[Any, Any]:
         if batch_seed is not None:
-            xb = augment_batch(xb, batch_seed, pad=translate)
+            flip_all = None if epoch is None else tf.math.floormod(epoch, 2) == 1
+            xb = augment_batch(xb, batch_seed, pad=translate, flip_all=flip_all)
         yb = tf.one_hot(yb, NUM_CLASSES) if one_hot else yb
         return tf.cast(xb, tf.float32) / 255.0, yb
 

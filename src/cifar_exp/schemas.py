@@ -26,6 +26,7 @@ class Precision(StrEnum):
 class Schedule(StrEnum):
     constant = "constant"
     onecycle = "onecycle"
+    triangle = "triangle"
 
 
 class Direction(StrEnum):
@@ -70,6 +71,8 @@ class SGDConfig:
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.constant
     warmup: float = 0.25
+    start_factor: float = 0.0
+    end_factor: float = 0.0
 
 
 @dataclass
@@ -83,6 +86,8 @@ class AdamConfig:
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.constant
     warmup: float = 0.25
+    start_factor: float = 0.0
+    end_factor: float = 0.0
 
 
 @dataclass
@@ -97,6 +102,7 @@ class TrainerConfig:
     verbose: str = "auto"
     augment: bool = False
     translate: int = 4
+    alternate_flips: bool = False
     label_smoothing: float = 0.0
     lookahead: bool = False
     stop_after: int | None = None

@@ -18,12 +18,13 @@ import keras
 import numpy as np
 
 # the callbacks are part of train's API
-from cifar_exp.callbacks import PLAIN_LOSS, EpochRecorder, Lookahead
+from cifar_exp.callbacks import PLAIN_LOSS, EpochCounter, EpochRecorder, FreezeAfter, Lookahead
 from cifar_exp.callbacks import EpochHook as EpochHook
 from cifar_exp.callbacks import TrainingDiverged as TrainingDiverged
-from cifar_exp.config import AdamConfig, Config, SGDConfig, TrainerConfig
-from cifar_exp.data import NUM_CLASSES, Splits, make_dataset
-from cifar_exp.models import build_model
+from cifar_exp.config import Config, TrainerConfig
+from cifar_exp.data import NUM_CLASSES, Splits, alternating_flips, make_dataset
+from cifar_exp.models import build_model, with_shift_tta
+from cifar_exp.optimizers import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -136,38 +137,6 @@ def configure_runtime(trainer: TrainerConfig) -> str:
     return precision
 
 
-def build_optimizer(cfg: SGDConfig | AdamConfig, total_steps: int = 0) -> Any:
-    """SGD or Adam with the configured schedule: the legacy `decay` becomes
-    lr / (1 + decay * step) as in Keras 2; `onecycle` warms up linearly from 0 to `lr` over the
-    first `warmup` fraction of `total_steps`, then anneals to 0 on a cosine."""
-    lr: Any = cfg.lr
-    if cfg.schedule == "onecycle":
-        if total_steps < 1:
-            raise ValueError("optimizer.schedule=onecycle needs the number of training steps")
-        warmup = round(cfg.warmup * total_steps)
-        lr = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total_steps - warmup, warmup_target=cfg.lr, warmup_steps=warmup
-        )
-    elif cfg.decay:
-        lr = keras.optimizers.schedules.InverseTimeDecay(
-            cfg.lr, decay_steps=1, decay_rate=cfg.decay
-        )
-    wd = cfg.weight_decay or None
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd
-        )
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(
-            learning_rate=lr,
-            beta_1=cfg.beta_1,
-            beta_2=cfg.beta_2,
-            epsilon=cfg.epsilon,
-            weight_decay=wd,
-        )
-    raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
-
-
 # --------------------------------------------------------------------------- train / evaluate
 
 
@@ -233,8 +202,12 @@ def train(
     steps_per_epoch = math.ceil(len(splits.y_train) / t.batch_size)
     model = compile_model(cfg, steps_per_epoch, images=splits.x_train)
     one_hot = bool(t.label_smoothing)
+    x_train, epoch_var = splits.x_train, None
+    if t.augment and t.alternate_flips:
+        x_train, epoch_var = alternating_flips(x_train, t.seed)
+        callbacks = [EpochCounter(epoch_var), *callbacks]
     train_ds = make_dataset(
-        splits.x_train,
+        x_train,
         splits.y_train,
         t.batch_size,
         shuffle=True,
@@ -243,6 +216,7 @@ def train(
         augment=t.augment,
         translate=t.translate,
         one_hot=one_hot,
+        epoch=epoch_var,
     )
     val_ds = make_dataset(
         splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed, one_hot=one_hot
@@ -250,9 +224,14 @@ def train(
     recorder = EpochRecorder()
     if t.lookahead:
         callbacks = [*callbacks, Lookahead(total_steps=steps_per_epoch * t.epochs)]
+    if getattr(cfg.model, "whiten_bias_epochs", None) is not None:  # after Lookahead's update
+        bias = next(v for v in model.weights if v.path.endswith("whiten_bias/bias"))
+        callbacks = [*callbacks, FreezeAfter(bias, cfg.model.whiten_bias_epochs)]
     epochs = t.stop_after or t.epochs  # a pruned trial re-run stops where it was pruned
     final = None
-    if evaluate_test and splits.x_val is splits.x_test and splits.y_val is splits.y_test:
+    on_test = splits.x_val is splits.x_test and splits.y_val is splits.y_test
+    # with shifted views the test evaluation is not the per-epoch validation: it runs after
+    if evaluate_test and on_test and not getattr(cfg.model, "tta_shift", 0):
         # validating on the test set: the last epoch's validation is the test evaluation
         final = TestAsValidation(splits.x_test, splits.y_test, t.batch_size, epochs)
         callbacks = [final, recorder, *callbacks]
@@ -270,6 +249,7 @@ def train(
         verbose=_verbose(verbose or t.verbose),
     )
     train_time = time.perf_counter() - start
+    model = with_shift_tta(cfg.model, model)
     test = final.evaluation if final else None
     if evaluate_test and test is None:  # not on the test set, or stopped before the last epoch
         test = evaluate(model, splits.x_test, splits.y_test, t.batch_size)

@@ -14,9 +14,9 @@ from typing import Any
 # each model module registers itself (`tta` holds a Keras layer: imported where a model is
 # built or loaded, so that composing a config never imports TensorFlow)
 from cifar_exp.models import airbench, resnet_small, seed_cnn  # noqa: F401
-from cifar_exp.models.registry import BUILDERS, SCHEMAS, register
+from cifar_exp.models.registry import BUILDERS, SCHEMAS, VALUE_RULES, register
 
-__all__ = ["SCHEMAS", "available", "build_model", "register"]
+__all__ = ["SCHEMAS", "VALUE_RULES", "available", "build_model", "register", "with_shift_tta"]
 
 
 def build_model(
@@ -35,6 +35,16 @@ def build_model(
 
         model = with_flip_tta(model, input_shape)
     return model
+
+
+def with_shift_tta(cfg: Any, model: Any, input_shape: tuple[int, int, int] = (32, 32, 3)) -> Any:
+    """The trained `model` with the translations of `cfg.tta_shift` added to its test-time
+    augmentation (`tta.ShiftAverage`), or `model` itself where the model has none."""
+    if not getattr(cfg, "tta_shift", 0):
+        return model
+    from cifar_exp.models.tta import with_shift_tta as wrap
+
+    return wrap(model, cfg.tta_shift, input_shape)
 
 
 def available() -> list[str]:

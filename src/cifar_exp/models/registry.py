@@ -9,6 +9,13 @@ from typing import Any
 BUILDERS: dict[str, Callable[..., Any]] = {}
 # model name -> the dataclass that types its config group (`model=<name>`)
 SCHEMAS: dict[str, type] = {}
+# the allowed values of keys some models have (beyond their types): key -> (test, rule)
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "conv_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dense_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "tta_shift": (lambda v: 0 <= v <= 8, "between 0 and 8 (pixels)"),
+    "whiten_bias_epochs": (lambda v: v >= 0, ">= 0 or null"),
+}
 
 
 def register(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

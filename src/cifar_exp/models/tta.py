@@ -1,5 +1,9 @@
 """Test-time augmentation as part of the model: `FlipAverage(model)` trains like `model` and
-predicts the mean of `model` on the image and on its mirror image (horizontal flip).
+predicts the mean of `model` on the image and on its mirror image (horizontal flip);
+`ShiftAverage(model, pixels)` adds airbench's translations: half the weight on `model`'s
+prediction, a quarter each on the image shifted by `pixels` up-left and down-right (reflect
+padding). Around a `FlipAverage` that is airbench's 6-view test-time augmentation (its
+`tta_level=2`; it averages logits, these average probabilities).
 
 Being a layer of the saved model, it applies wherever the model is used: per-epoch
 validation, the test evaluation, `predict`, the window. Registered with Keras, so a saved model
@@ -40,6 +44,50 @@ class FlipAverage(keras.layers.Layer):
     def from_config(cls, config: dict[str, Any]) -> FlipAverage:
         inner = keras.saving.deserialize_keras_object(config.pop("inner"))
         return cls(inner, **config)
+
+
+@keras.saving.register_keras_serializable(package="cifar_exp")
+class ShiftAverage(keras.layers.Layer):
+    def __init__(self, inner: Any, pixels: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inner, self.pixels = inner, int(pixels)
+
+    def build(self, input_shape: Any) -> None:
+        if not self.inner.built:
+            self.inner.build(input_shape)
+        self.built = True
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        if training:
+            return self.inner(x, training=True)
+        p, h, w = self.pixels, x.shape[1], x.shape[2]
+        padded = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+        views = (padded[:, :h, :w], padded[:, 2 * p : 2 * p + h, 2 * p : 2 * p + w])
+        shifted = [self.inner(v, training=False) for v in views]
+        return 0.5 * self.inner(x, training=False) + 0.25 * (shifted[0] + shifted[1])
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.inner.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "inner": keras.saving.serialize_keras_object(self.inner),
+            "pixels": self.pixels,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ShiftAverage:
+        inner = keras.saving.deserialize_keras_object(config.pop("inner"))
+        return cls(inner, **config)
+
+
+def with_shift_tta(model: Any, pixels: int, input_shape: tuple[int, int, int]) -> Any:
+    """`model` wrapped so that inference also averages over two shifted copies (see
+    `ShiftAverage`)."""
+    inputs = keras.Input(shape=input_shape)
+    outputs = ShiftAverage(model, pixels, name="shift_tta", dtype="float32")(inputs)
+    return keras.Model(inputs, outputs, name=f"{model.name}_shift")
 
 
 def with_flip_tta(model: Any, input_shape: tuple[int, int, int]) -> Any:
