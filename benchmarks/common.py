@@ -92,7 +92,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def write(name: str, out: Path, payload: dict[str, Any], rows: list[dict], title: str) -> None:
+def write(
+    name: str,
+    out: Path,
+    payload: dict[str, Any],
+    rows: list[dict],
+    title: str,
+    floatfmt: str = ".3g",
+) -> None:
     """results/NAME.json (everything) and results/NAME.md (the table), and print the table."""
     from tabulate import tabulate
 
@@ -100,7 +107,7 @@ def write(name: str, out: Path, payload: dict[str, Any], rows: list[dict], title
     payload = {"benchmark": name, "machine": machine(), **payload, "rows": rows}
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
     m = payload["machine"]
-    table = tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
+    table = tabulate(rows, headers="keys", tablefmt="github", floatfmt=floatfmt)
     md = (
         f"### {title}\n\n{table}\n\n"
         f"{m['cpu']} ({m['cpu_count']} cores, bf16: {m['cpu_bf16']}, GPUs: {m['gpus'] or 'none'}), "

@@ -31,6 +31,7 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
     ("override", "message"),
     [
         ("trainer.translate=20", "trainer.translate: must be between 0 and 16"),
+        ("trainer.alternate_flips=true", "trainer.alternate_flips: must be false without"),
         ("optimizer.end_factor=1.5", "optimizer.end_factor: must be in [0, 1]"),
         ("optimizer.start_factor=-0.1", "optimizer.start_factor: must be in [0, 1]"),
         ("experiment=airbench model.tta_shift=9", "model.tta_shift: must be between 0 and 8"),
@@ -64,7 +65,7 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
 )
 def test_bad_config_is_one_clear_error(override, message):
     with pytest.raises(ConfigError) as err:
-        compose([override])
+        compose(override.split())
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 

@@ -205,7 +205,9 @@ def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
     flipped_x, epoch = data.alternating_flips(x, seed=0)
     mirrored = np.array([not np.array_equal(a, b) for a, b in zip(x, flipped_x, strict=True)])
     assert 16 < mirrored.sum() < 48 and np.array_equal(flipped_x[mirrored], x[mirrored, :, ::-1])
-    ds = data.make_dataset(flipped_x, y, 64, shuffle=False, seed=0, augment=True, translate=0)
+    ds = data.make_dataset(
+        flipped_x, y, 64, shuffle=False, seed=0, augment=True, translate=0, epoch=epoch
+    )
     counter = EpochCounter(epoch)
     seen = []
     for e in range(3):

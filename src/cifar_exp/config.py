@@ -225,6 +225,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(t.verbose in ("auto", "0", "1", "2"), "trainer.verbose", "auto, 0, 1 or 2")
     need(0 <= t.label_smoothing < 1, "trainer.label_smoothing", "in [0, 1)")
     need(0 <= t.translate <= 16, "trainer.translate", "between 0 and 16 (pixels)")
+    need(t.augment or not t.alternate_flips, "trainer.alternate_flips", "false without augment")
     need(
         t.stop_after is None or 1 <= t.stop_after <= t.epochs,
         "trainer.stop_after",
