@@ -17,8 +17,10 @@ from typing import Any
 import keras
 
 
-@keras.saving.register_keras_serializable(package="cifar_exp")
-class FlipAverage(keras.layers.Layer):
+class _Averaging(keras.layers.Layer):
+    """A layer around a model `inner`: trains as `inner`; subclasses say how inference
+    averages it over views of the input (`views`)."""
+
     def __init__(self, inner: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner = inner
@@ -31,8 +33,10 @@ class FlipAverage(keras.layers.Layer):
     def call(self, x: Any, training: bool | None = None) -> Any:
         if training:
             return self.inner(x, training=True)
-        mirrored = keras.ops.flip(x, axis=2)  # (batch, height, width, channels)
-        return (self.inner(x, training=False) + self.inner(mirrored, training=False)) / 2
+        return self.views(x)
+
+    def views(self, x: Any) -> Any:
+        raise NotImplementedError
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.inner.compute_output_shape(input_shape)
@@ -41,45 +45,33 @@ class FlipAverage(keras.layers.Layer):
         return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner)}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> FlipAverage:
+    def from_config(cls, config: dict[str, Any]) -> Any:
         inner = keras.saving.deserialize_keras_object(config.pop("inner"))
         return cls(inner, **config)
 
 
 @keras.saving.register_keras_serializable(package="cifar_exp")
-class ShiftAverage(keras.layers.Layer):
+class FlipAverage(_Averaging):
+    def views(self, x: Any) -> Any:
+        mirrored = keras.ops.flip(x, axis=2)  # (batch, height, width, channels)
+        return (self.inner(x, training=False) + self.inner(mirrored, training=False)) / 2
+
+
+@keras.saving.register_keras_serializable(package="cifar_exp")
+class ShiftAverage(_Averaging):
     def __init__(self, inner: Any, pixels: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.inner, self.pixels = inner, int(pixels)
+        super().__init__(inner, **kwargs)
+        self.pixels = int(pixels)
 
-    def build(self, input_shape: Any) -> None:
-        if not self.inner.built:
-            self.inner.build(input_shape)
-        self.built = True
-
-    def call(self, x: Any, training: bool | None = None) -> Any:
-        if training:
-            return self.inner(x, training=True)
+    def views(self, x: Any) -> Any:
         p, h, w = self.pixels, x.shape[1], x.shape[2]
         padded = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
         views = (padded[:, :h, :w], padded[:, 2 * p : 2 * p + h, 2 * p : 2 * p + w])
         shifted = [self.inner(v, training=False) for v in views]
         return 0.5 * self.inner(x, training=False) + 0.25 * (shifted[0] + shifted[1])
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.inner.compute_output_shape(input_shape)
-
     def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "inner": keras.saving.serialize_keras_object(self.inner),
-            "pixels": self.pixels,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ShiftAverage:
-        inner = keras.saving.deserialize_keras_object(config.pop("inner"))
-        return cls(inner, **config)
+        return {**super().get_config(), "pixels": self.pixels}
 
 
 def with_shift_tta(model: Any, pixels: int, input_shape: tuple[int, int, int]) -> Any:
