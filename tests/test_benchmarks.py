@@ -56,6 +56,25 @@ def test_throughput_and_overhead_benchmarks_write_their_tables(cifar_tarball, wo
     assert "| reference |" in printed
 
 
+def test_input_threads_compares_the_pools_on_real_trainings(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "input_threads.py",
+        f"--data={cifar_tarball}",
+        "--settings=reference",
+        "--images=200",
+        "--repeats=1",
+        f"data.cache_dir={workdir / 'cache'}",
+        out=out,
+    )
+    rows = json.loads((out / "input_threads.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == [
+        f"{pool}, spe {n}" for pool in ("shared pool", "own thread") for n in (1, 64)
+    ]
+    assert all(r["train img/s (median)"] > 0 for r in rows)
+    assert all(r["same metrics as on the shared pool"] for r in rows)
+
+
 def test_time_to_accuracy_reads_a_training_run(cifar_tarball, workdir):
     out = workdir / "results"
     _bench(

@@ -40,6 +40,8 @@ def test_env_var_sets_data_path(monkeypatch, cifar_tarball):
         ("optimizer.lr=0", "optimizer.lr: must be > 0"),
         ("optimizer.lr=-1", "optimizer.lr: must be > 0"),
         ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
+        ("trainer.input_threads=0", "trainer.input_threads: must be >= 1 or null (got 0)"),
+        ("data.limit_train=3", "data.limit_train: must be >= 10 or null (got 3)"),
         ("trainer.epochs=0", "trainer.epochs: must be >= 1"),
         ("trainer.epochs=ten", "trainer.epochs: Value 'ten'"),
         ("data.path=/no/such/cifar.tar.gz", "data.path: no such file or folder"),

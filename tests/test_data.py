@@ -196,6 +196,23 @@ def test_augmented_dataset_changes_each_epoch_and_repeats_per_seed():
     assert labels.shape == (8, 10) and labels.numpy().sum() == 8
 
 
+def test_pipeline_keeps_to_its_own_threads_with_the_same_batches():
+    """`threads`: a private pool, one thread per op (off the training step's shared pool),
+    and the same shuffled, augmented batches as on TensorFlow's shared pool."""
+    x = np.random.default_rng(2).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+
+    def pipeline(threads):
+        return data.make_dataset(x, y, 8, shuffle=True, seed=5, augment=True, threads=threads)
+
+    own, shared = pipeline(1), pipeline(None)
+    assert own.options().threading.private_threadpool_size == 1
+    assert own.options().threading.max_intra_op_parallelism == 1
+    assert not shared.options().threading.private_threadpool_size
+    for a, b in zip(own.repeat(2), shared.repeat(2), strict=True):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
     """airbench's flips: a random half flipped once, then all flipped in odd epochs."""
     from cifar_exp.callbacks import EpochCounter

@@ -81,6 +81,9 @@ def test_test_evaluation_comes_from_the_last_validation(tiny, monkeypatch):
     assert result.test.metrics() == separate.metrics()
     assert result.history["val_accuracy"][-1] == result.test.accuracy
     assert result.history["val_loss"][-1] == result.test.loss
+    # its pass is the last epoch's validation time, as Keras's validation is the others'
+    times = zip(result.history["val_time"], result.history["epoch_time"], strict=True)
+    assert all(0 < v < e for v, e in times)
     # against Keras's own validation of the same training (same seed): the same numbers
     keras_validated = train(cfg, splits, evaluate_test=False, verbose="0")
     for key in ("val_accuracy", "val_loss"):  # Keras averages in float32

@@ -18,8 +18,9 @@ def splits(cfg):
 def test_one_epoch_history_and_test_metrics(cfg, splits):
     cfg = with_overrides(cfg, {"trainer.epochs": 1})
     result = train(cfg, splits, verbose="0")
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time", "val_time"):
         assert len(result.history[key]) == 1, key
+    assert 0 < result.history["val_time"][0] < result.history["epoch_time"][0]
     assert result.epochs_run == 1 and result.params == 4_210_090
     assert 0 <= result.test.accuracy <= 1
     cm = np.array(result.test.confusion_matrix)

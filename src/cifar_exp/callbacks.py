@@ -28,7 +28,8 @@ PLAIN_LOSS = "xent"  # plain cross-entropy, measured where the objective differs
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Adds `lr` and `epoch_time` (s) to each epoch's logs, keeps the history, stops on NaN.
+    """Adds `lr`, `epoch_time` (s) and `val_time` (s of it spent validating) to each epoch's
+    logs, keeps the history, stops on NaN.
 
     Every loss it leaves in the logs is plain cross-entropy: where the training objective
     differs (label smoothing, weight penalties), `loss` / `val_loss` become the measured plain
@@ -39,10 +40,16 @@ class EpochRecorder(keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self.history: dict[str, list[float]] = {}
-        self._start = 0.0
+        self._start = self._val_start = self._val = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
+        self._start, self._val = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self._val += time.perf_counter() - self._val_start
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -51,6 +58,8 @@ class EpochRecorder(keras.callbacks.Callback):
                 logs[f"{prefix}objective"] = logs[f"{prefix}loss"]
                 logs[f"{prefix}loss"] = logs.pop(f"{prefix}{PLAIN_LOSS}")
         logs["epoch_time"] = time.perf_counter() - self._start
+        # Keras's validation, or the time a callback before this one (TestAsValidation) left
+        logs["val_time"] = logs.get("val_time", 0.0) + self._val
         logs["lr"] = current_lr(self.model.optimizer)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))

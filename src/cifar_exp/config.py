@@ -217,7 +217,6 @@ def _check_values(cfg: DictConfig) -> None:
         need(0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)")
     need(t.epochs >= 1, "trainer.epochs", ">= 1")
     need(t.batch_size >= 1, "trainer.batch_size", ">= 1")
-    need(t.threads is None or t.threads >= 1, "trainer.threads", ">= 1 or null")
     need(t.steps_per_execution >= 1, "trainer.steps_per_execution", ">= 1")
     # `trainer.jit_compile=true` on the command line arrives as the bool True, stored as "True"
     t.jit_compile = str(t.jit_compile).lower()
@@ -232,9 +231,10 @@ def _check_values(cfg: DictConfig) -> None:
         "null or between 1 and trainer.epochs",
     )
     need(d.val_size >= 1, "data.val_size", ">= 1")
-    need(d.limit_train is None or d.limit_train >= 10, "data.limit_train", ">= 10 or null")
-    need(d.limit_test is None or d.limit_test >= 10, "data.limit_test", ">= 10 or null")
-    need(d.shuffle_buffer is None or d.shuffle_buffer >= 1, "data.shuffle_buffer", ">= 1 or null")
+    for key, low in [("data.limit_train", 10), ("data.limit_test", 10), ("data.shuffle_buffer", 1),
+                     ("trainer.threads", 1), ("trainer.input_threads", 1)]:  # fmt: skip
+        value = OmegaConf.select(cfg, key)
+        need(value is None or value >= low, key, f">= {low} or null")
     for key in SEEDS:
         seed = OmegaConf.select(cfg, key)
         need(

@@ -217,9 +217,16 @@ def train(
         translate=t.translate,
         one_hot=one_hot,
         epoch=epoch_var,
+        threads=t.input_threads,
     )
     val_ds = make_dataset(
-        splits.x_val, splits.y_val, t.batch_size, shuffle=False, seed=t.seed, one_hot=one_hot
+        splits.x_val,
+        splits.y_val,
+        t.batch_size,
+        shuffle=False,
+        seed=t.seed,
+        one_hot=one_hot,
+        threads=t.input_threads,
     )
     recorder = EpochRecorder()
     if t.lookahead:
@@ -313,10 +320,12 @@ class TestAsValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.last_epoch or logs is None:
             return
+        start = time.perf_counter()
         probs = predict_probs(self.model, self.x, self.batch_size)
         self.evaluation = _evaluation(probs, self.y)
         # the names Keras would give them (see compile_model); EpochRecorder maps them as usual
         val = {"val_accuracy": self.evaluation.accuracy, "val_loss": self.evaluation.loss}
+        val["val_time"] = time.perf_counter() - start
         if PLAIN_LOSS in logs:  # the objective differs from plain cross-entropy
             val.update(
                 {f"val_{PLAIN_LOSS}": self.evaluation.loss, "val_loss": self._objective(probs)}
