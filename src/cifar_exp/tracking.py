@@ -131,7 +131,8 @@ def setup(cfg: TrackingConfig) -> str:
 
 
 class MlflowLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics (the Keras history keys, lr, epoch_time) with step=epoch."""
+    """Logs each epoch's metrics (the Keras history keys, lr, epoch_time, val_time) with
+    step=epoch."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__()

@@ -240,7 +240,7 @@ def train(
     # with shifted views the test evaluation is not the per-epoch validation: it runs after
     if evaluate_test and on_test and not getattr(cfg.model, "tta_shift", 0):
         # validating on the test set: the last epoch's validation is the test evaluation
-        final = TestAsValidation(splits.x_test, splits.y_test, t.batch_size, epochs)
+        final = TestAsValidation(splits.x_test, splits.y_test, t, epochs)
         callbacks = [final, recorder, *callbacks]
     else:
         callbacks = [recorder, *callbacks]
@@ -259,7 +259,7 @@ def train(
     model = with_shift_tta(cfg.model, model)
     test = final.evaluation if final else None
     if evaluate_test and test is None:  # not on the test set, or stopped before the last epoch
-        test = evaluate(model, splits.x_test, splits.y_test, t.batch_size)
+        test = evaluate(model, splits.x_test, splits.y_test, t.batch_size, t.input_threads)
     return TrainResult(
         history=recorder.history,
         test=test,
@@ -273,9 +273,14 @@ def train(
     )
 
 
-def predict_probs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images, scaled as in training."""
-    ds = make_dataset(x, np.zeros(len(x), np.int64), batch_size, shuffle=False, seed=0)
+def predict_probs(
+    model: Any, x: np.ndarray, batch_size: int = 256, threads: int | None = 1
+) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 images, scaled as in training (`threads`: the
+    pipeline's, see `make_dataset`)."""
+    ds = make_dataset(
+        x, np.zeros(len(x), np.int64), batch_size, shuffle=False, seed=0, threads=threads
+    )
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
 
 
@@ -283,9 +288,11 @@ def predict_classes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndar
     return predict_probs(model, x, batch_size).argmax(axis=1)
 
 
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Evaluation:
+def evaluate(
+    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256, threads: int | None = 1
+) -> Evaluation:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
-    return _evaluation(predict_probs(model, x, batch_size), y)
+    return _evaluation(predict_probs(model, x, batch_size, threads), y)
 
 
 def _evaluation(probs: np.ndarray, y: np.ndarray) -> Evaluation:
@@ -312,24 +319,24 @@ class TestAsValidation(keras.callbacks.Callback):
     the other epochs: `validation_freq`). First among the callbacks: the others read its
     `val_` metrics. `evaluation` stays None if the training stopped before `last_epoch`."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, last_epoch: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, t: TrainerConfig, last_epoch: int) -> None:
         super().__init__()
-        self.x, self.y, self.batch_size, self.last_epoch = x, y, batch_size, last_epoch
+        self.x, self.y, self.t, self.last_epoch = x, y, t, last_epoch
         self.evaluation: Evaluation | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.last_epoch or logs is None:
             return
         start = time.perf_counter()
-        probs = predict_probs(self.model, self.x, self.batch_size)
+        probs = predict_probs(self.model, self.x, self.t.batch_size, self.t.input_threads)
         self.evaluation = _evaluation(probs, self.y)
         # the names Keras would give them (see compile_model); EpochRecorder maps them as usual
         val = {"val_accuracy": self.evaluation.accuracy, "val_loss": self.evaluation.loss}
-        val["val_time"] = time.perf_counter() - start
         if PLAIN_LOSS in logs:  # the objective differs from plain cross-entropy
             val.update(
                 {f"val_{PLAIN_LOSS}": self.evaluation.loss, "val_loss": self._objective(probs)}
             )
+        val["val_time"] = time.perf_counter() - start
         logs.update(val)
 
     def _objective(self, probs: np.ndarray) -> float:

@@ -116,6 +116,7 @@ RUN_KEYS = (
     "search.n_workers",
     "search.warm_start",
     "trainer.threads",
+    "trainer.input_threads",
     "reference",
 )
 
