@@ -275,3 +275,17 @@ def test_airbench_recipe_trains(cfg, splits):
 
     again = evaluate(result.model, splits.x_test, splits.y_test)
     assert again.accuracy == pytest.approx(result.test.accuracy)
+
+
+def test_input_threads_reach_every_pipeline_of_a_training(cfg, splits, monkeypatch):
+    """`trainer.input_threads` sets the training, validation and test-set pipelines alike."""
+    import cifar_exp.train as train_module
+
+    seen, real = [], train_module.make_dataset
+    monkeypatch.setattr(
+        train_module, "make_dataset", lambda *a, **k: seen.append(k.get("threads")) or real(*a, **k)
+    )
+    train(
+        with_overrides(cfg, {"trainer.epochs": 1, "trainer.input_threads": 2}), splits, verbose="0"
+    )
+    assert len(seen) == 3 and set(seen) == {2}  # train, validation, test

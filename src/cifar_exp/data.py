@@ -231,7 +231,7 @@ def make_dataset(
     translate: int = 4,
     one_hot: bool = False,
     epoch: Any = None,
-    threads: int | None = 1,
+    threads: int | None = None,
 ) -> Any:
     """A batched tf.data pipeline from uint8 arrays, scaled to float32 [0, 1] per batch;
     optionally augmented (`augment_batch` with crops shifted up to `translate` pixels,
@@ -240,9 +240,8 @@ def make_dataset(
     the flips are not random: all images are flipped in odd epochs.
 
     `threads`: the pipeline's own pool of that many threads, each op on one thread, instead
-    of TensorFlow's shared pool; there the pipeline's ops contend with the training step's
-    and slow it by more than their own work (docs/benchmarks.md: airbench's batch-1024 step
-    with augmentation 1.27x faster on 2 cores). None: TensorFlow's default, the shared pool."""
+    of TensorFlow's shared pool (None, its default), where the pipeline's ops run beside the
+    training step's (`trainer.input_threads`; docs/benchmarks.md: what it changes)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))

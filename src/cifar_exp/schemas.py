@@ -107,7 +107,7 @@ class TrainerConfig:
     lookahead: bool = False
     stop_after: int | None = None
     steps_per_execution: int = 64
-    input_threads: int | None = 1
+    input_threads: int | None = None
 
 
 @dataclass

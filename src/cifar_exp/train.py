@@ -274,7 +274,7 @@ def train(
 
 
 def predict_probs(
-    model: Any, x: np.ndarray, batch_size: int = 256, threads: int | None = 1
+    model: Any, x: np.ndarray, batch_size: int = 256, threads: int | None = None
 ) -> np.ndarray:
     """Class probabilities (N, 10) for uint8 images, scaled as in training (`threads`: the
     pipeline's, see `make_dataset`)."""
@@ -289,7 +289,7 @@ def predict_classes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndar
 
 
 def evaluate(
-    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256, threads: int | None = 1
+    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256, threads: int | None = None
 ) -> Evaluation:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
     return _evaluation(predict_probs(model, x, batch_size, threads), y)
