@@ -247,8 +247,8 @@ def _minutes(epoch: dict[str, Any]) -> str:
 
 
 def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per epoch: each side's test accuracy and cumulative wall time, then the final
-    evaluation with each TTA level."""
+    """One row per epoch: each side's test accuracy and cumulative minutes (training, then
+    wall: `_minutes`), then the final evaluation with each TTA level."""
     o, u = results.get("original"), results.get("ours")
     n = max(len(r["per_epoch"]) for r in results.values())
     rows = []
