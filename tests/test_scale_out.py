@@ -32,7 +32,7 @@ def servers(tmp_path):
     db.stop()
 
 
-def worker_args(db, server, cifar_tarball, tmp_path, n_trials=9, epochs=2):
+def worker_args(db, server, cifar_tarball, tmp_path, n_trials=9, epochs=2, log_model=False):
     return [
         "experiment=tiny",
         f"data.path={cifar_tarball}",
@@ -43,7 +43,7 @@ def worker_args(db, server, cifar_tarball, tmp_path, n_trials=9, epochs=2):
         f"search.n_trials={n_trials}",
         f"trainer.epochs={epochs}",
         "search.heartbeat_interval=1",
-        "tracking.log_model=false",
+        f"tracking.log_model={str(log_model).lower()}",
         "-q",
     ]
 
@@ -86,12 +86,32 @@ def check_study(db, server, n_trials):
 
 def test_three_workers_share_one_study(servers, cifar_tarball, tmp_path):
     db, server = servers
-    workers = start_workers(3, worker_args(db, server, cifar_tarball, tmp_path), REPO)
+    args = worker_args(db, server, cifar_tarball, tmp_path, log_model=True)
+    workers = start_workers(3, args, REPO)
     for w in workers:
         out, _ = w.communicate(timeout=900)
         assert w.returncode == 0, out
-    _, children = check_study(db, server, 9)
-    assert len(children) == 9  # exactly one child run per trial, none twice
+    study, children = check_study(db, server, 9)
+    # exactly one child run per trial, none twice
+    assert len(children) == 9, describe(study, children)
+    # each worker ends by registering the study's best model: one version of it, not three
+    client = mlflow.MlflowClient(server.url)
+    versions = client.search_model_versions("name = 'cifar10-cnn'")
+    assert len(versions) == 1, [(v.version, v.run_id) for v in versions]
+
+
+def describe(study, runs):
+    """What the study and its runs hold, for a failure message."""
+    trials = [
+        f"trial {t.number} {t.state.name} {t.user_attrs.get('fail_reason', '')!r}"
+        for t in study.trials
+    ]
+    children = [
+        f"run {r.data.tags.get('optuna.trial_number')} {r.info.status} "
+        f"{r.data.tags.get('failure_reason', '')!r}"
+        for r in runs
+    ]
+    return "\n".join(trials + children)
 
 
 def _wait_running(db, timeout=300):

@@ -18,6 +18,7 @@ from cifar_exp.config import Config
 from cifar_exp.keras_files import ModelNotFound as ModelNotFound
 from cifar_exp.keras_files import ModelRefused as ModelRefused
 from cifar_exp.keras_files import load_keras_file
+from cifar_exp.stores import created_elsewhere
 from cifar_exp.tracking import setup
 from cifar_exp.train import Evaluation
 
@@ -54,7 +55,11 @@ def register_best(cfg: Config, run_id: str, value: float, study_name: str) -> Re
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="CIFAR-10 CNNs from cifar-exp studies")
+        try:
+            client.create_registered_model(name, description="CIFAR-10 CNNs from cifar-exp studies")
+        except MlflowException as e:
+            if not created_elsewhere(e):  # else another study's worker made it just now
+                raise
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     tags = {
         "study": study_name,

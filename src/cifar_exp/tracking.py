@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,10 +27,9 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from cifar_exp import interrupts, plots, provenance
-from cifar_exp.config import Config, TrackingConfig, flatten, mask, to_dict, to_yaml, validate
+from cifar_exp.config import Config, TrackingConfig, flatten, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
-from cifar_exp.errors import UserError
-from cifar_exp.stores import StoreError, check_url
+from cifar_exp.stores import check_tracking, created_elsewhere
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -44,72 +42,9 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return f"sqlite:///{(Path(cfg.dir) / 'mlflow.db').resolve()}"
 
 
-# MLflow retries an unreachable server 7 times with backoff factor 2 (minutes of silence);
-# a user waits this long at most, and is told what for.
-HTTP_RETRIES = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-_ANSWERED: set[str] = set()  # tracking servers that answered their health check here
-PROBE_DELAYS = (1, 2, 4)  # seconds between tries of a tracking server that does not answer
-
-
-class TrackingUnavailable(UserError):
-    """The MLflow store or server cannot be used; the message is one line naming it."""
-
-
-def check_store(cfg: TrackingConfig) -> str:
-    """The tracking URI, checked before MLflow opens it: a SQLite store must be a database
-    (never migrated or "repaired" if it is not), a server must answer within seconds."""
-    uri = tracking_uri(cfg)
-    if uri.startswith(("http://", "https://")):
-        for key, value in HTTP_RETRIES.items():
-            os.environ.setdefault(key, value)
-        if uri not in _ANSWERED:  # once per process: every run's set-up passes here
-            _probe(uri)
-            _ANSWERED.add(uri)
-        return uri
-    database = uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
-    try:
-        return check_url(uri, "MLflow store") if database else uri
-    except StoreError as e:
-        raise TrackingUnavailable(str(e)) from None
-
-
-def _probe(uri: str) -> None:
-    """Wait (a bounded, announced wait) for the tracking server to answer its health check."""
-    import requests
-
-    reason = ""
-    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
-        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
-    )
-    for delay in (*PROBE_DELAYS, None):
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5, verify=verify)
-            return
-        except requests.exceptions.SSLError:
-            return  # it answered: TLS is MLflow's to settle, with its own settings
-        except (requests.ConnectionError, requests.Timeout) as e:
-            errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))
-            reason = errno.group(1).strip() if errno else type(e).__name__
-        if delay is not None:
-            log.warning(
-                "waiting for the MLflow server at %s (%s); retrying in %d s",
-                mask(uri),
-                reason,
-                delay,
-            )
-            time.sleep(delay)
-    raise TrackingUnavailable(
-        f"MLflow server {mask(uri)} unreachable after {len(PROBE_DELAYS) + 1} tries ({reason})"
-    )
-
-
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
-    uri = check_store(cfg)
+    uri = check_tracking(tracking_uri(cfg))
     artifacts = None
     if not cfg.uri:
         root = Path(cfg.dir).resolve()
@@ -124,10 +59,15 @@ def setup(cfg: TrackingConfig) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
-    experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
+        if experiment is None:
+            return mlflow.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+    except MlflowException as e:
+        if not created_elsewhere(e):  # else another process made it after the look-up
+            raise
+        experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
+    return experiment.experiment_id
 
 
 class MlflowLogger(keras.callbacks.Callback):
@@ -205,17 +145,26 @@ def log_data(info: dict[str, Any], contexts: tuple[str, ...] = ("train", "val", 
     digest = str(info.get("sha256", ""))[:16] or None
     sizes = {"train": "n_train", "val": "n_val", "test": "n_test"}
     chosen = [c for c in contexts if info.get(sizes[c])]
-    mlflow.log_inputs(
-        datasets=[MetaDataset(source, name=f"cifar10-{c}", digest=digest) for c in chosen],
-        contexts=[
+    inputs = {
+        "datasets": [MetaDataset(source, name=f"cifar10-{c}", digest=digest) for c in chosen],
+        "contexts": [
             "training" if c == "train" else "validation" if c == "val" else "testing"
             for c in chosen
         ],
-        tags_list=[
+        "tags_list": [
             {"images": str(info[sizes[c]]), "split_seed": str(info.get("split_seed", ""))}
             for c in chosen
         ],
-    )
+    }
+    for attempt in (1, 2, 3):
+        try:
+            return mlflow.log_inputs(**inputs)
+        except MlflowException as e:
+            # a run of another worker inserted the same datasets first (MLflow looks them up,
+            # then inserts): this call wrote nothing, and once more it finds them
+            if attempt == 3 or not created_elsewhere(e):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def log_test_metrics(test: Evaluation) -> None:

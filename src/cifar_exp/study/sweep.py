@@ -246,7 +246,10 @@ def _summary_and_registration(
     summary = retrying(lambda: summarize(study, cfg, parent, stopped), url)
     best = summary.best
     if register and best and best.model_run_id and _registers(cfg):
-        summary.registered = register_best(cfg, best.model_run_id, best.value, study.study_name)
+        # workers of one study, started apart, end together: one registers the best model,
+        # the others find its version (not a version each)
+        with study_lock(url):
+            summary.registered = register_best(cfg, best.model_run_id, best.value, study.study_name)
     return summary
 
 
