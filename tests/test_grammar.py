@@ -166,6 +166,11 @@ def test_fixing_every_searched_key_leaves_nothing_to_search(overrides):
         ("optimizer.lr=choice([0.1], [0.2])", "a choice is a number"),
         ("model=choice(seed_cnn, resnet_small)", "a section or a list"),
         ("optimizer.lr=interval(0.1,", "no viable alternative"),
+        # values the key cannot take: refused before any trial, not failing every trial
+        ("trainer.batch_size=choice(a, b)", "'a' cannot be set (trainer.batch_size: Value"),
+        ("trainer.batch_size=choice(64, -32)", "-32 cannot be set (trainer.batch_size: must"),
+        ("optimizer.lr=interval(0.1, inf)", "inf cannot be set (optimizer.lr: must be a fin"),
+        ("=1", "no config key before '='"),  # Hydra's loader raised a ValueError on it
     ],
 )
 def test_a_bad_expression_is_one_line_and_exit_2(override, message, overrides, capsys):
@@ -233,3 +238,16 @@ def test_a_tiny_sweep_written_in_the_grammar(overrides):
             "trainer.epochs": CategoricalDistribution((1, 2)),
             "optimizer.lr": FloatDistribution(0.01, 0.1, log=True),
         }
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("search.space.optimizer.lr.high=abc", "optimizer.lr.high: must be a number (got 'abc')"),
+        ("search.space.trainer.batch_size.choices=[16,x]", "'x' cannot be set"),
+    ],
+)
+def test_a_space_entry_the_key_cannot_take_is_refused(override, message, overrides):
+    with pytest.raises(ConfigError, match=r"^search\.space\.") as e:
+        command_config("sweep", [*overrides, override])
+    assert message in str(e.value)

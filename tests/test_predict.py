@@ -172,3 +172,23 @@ def test_predict_shows_the_registered_model_and_its_test_accuracy(overrides, ima
     assert f"test accuracy {chance.accuracy:.4f}" in text, proc.stdout
     assert f"from evaluate run {chance.run_id}" in text
     assert "warning: this model is" in text and "most of its predictions are wrong" in text
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_a_16_bit_grayscale_image_is_scaled_not_clipped_to_white(tmp_path, mode):
+    """(Pillow's own convert clipped a 16-bit PNG's values to 255: every one read as white.)"""
+    from PIL import Image
+
+    from cifar_exp.predict import open_image
+
+    ramp = (np.arange(32 * 32, dtype=np.int64).reshape(32, 32) * 64).astype(
+        np.uint16 if mode == "I;16" else np.int32
+    )  # 0 ... 65472
+    image = Image.fromarray(ramp)
+    assert image.mode == mode
+    path = tmp_path / ("gray16.png" if mode == "I;16" else "gray32.tif")  # PNG holds no "I"
+    image.save(path)
+    rgb = np.asarray(open_image(path))
+    assert rgb.shape == (32, 32, 3)
+    assert abs(int(rgb[16, 0, 0]) - round(16 * 32 * 64 / 257)) <= 1  # mid-grey, not 255
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] >= 254

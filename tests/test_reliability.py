@@ -50,6 +50,10 @@ def _one_error_line(proc, starts: str, code: int = 2) -> str:
         ("notaurl", "not a database URL"),
         ("nosuchdb://host/db", "unknown database kind 'nosuchdb'"),
         ("postgresql+pg8000://u:secret@host/db", "needs the Python package 'pg8000'"),
+        # accepted before: the study ran, and was gone with the process
+        ("sqlite://", "an in-memory database, gone when the process ends"),
+        ("sqlite:///", "an in-memory database"),
+        ("sqlite:///:memory:", "an in-memory database"),
     ],
 )
 def test_a_database_url_that_cannot_work_is_refused(url, message):
@@ -232,3 +236,24 @@ def test_git_state_is_read_without_taking_locks(monkeypatch):
     finally:
         provenance.git_info.cache_clear()
     assert seen and all(cmd[:2] == ["git", "--no-optional-locks"] for cmd in seen)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("delay", [1.0, 2.5])
+def test_a_signal_during_start_up_is_one_line(overrides, workdir, sig, delay):
+    """Stopped while it composes its config or imports TensorFlow (the first seconds): the
+    same one line and exit code as later, not a traceback through the imports."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar_exp", "train", *overrides, "tracking=none"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, output
+    assert "Traceback" not in output, output
+    last = output.strip().splitlines()[-1]
+    assert last == ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)")

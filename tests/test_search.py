@@ -197,8 +197,8 @@ def test_trial_processes_that_diverge_or_die_are_recorded(cfg):
         },
     )
     killed = with_overrides(cfg, {**once, "search.study_name": "killed"})
-    assert sweep(diverging).stopped == "1 trials failed in a row"
-    assert sweep(killed, KillTheTrialProcess()).stopped == "1 trials failed in a row"
+    assert sweep(diverging).stopped == "1 trial failed in a row"
+    assert sweep(killed, KillTheTrialProcess()).stopped == "1 trial failed in a row"
     client, _ = runs(cfg)
     for study_cfg, reason in (
         (diverging, "TrainingDiverged: loss became"),

@@ -134,3 +134,14 @@ def test_replication_audit_says_inside_or_outside(fast):
     out = reproduce(run.info.run_id, fast, seeds=2)
     val = next(a for a in out.replication.audits if a.metric == "val_accuracy")
     assert val.original == 0.0 and val.inside is False and not out.replication.consistent
+
+
+@pytest.mark.parametrize("k", [1, -2, 101, 1000000])
+def test_reproduce_seeds_out_of_range_is_refused_before_any_work(k, cfg):
+    """(1,000,000 seeds were accepted and trained in one process, its memory growing about
+    50 MB a training.)"""
+    from cifar_exp.config import ConfigError
+    from cifar_exp.reproduce import reproduce
+
+    with pytest.raises(ConfigError, match=r"takes 0 \(no replication\) or 2 to 100 seeds"):
+        reproduce("no-such-run", cfg, seeds=k)

@@ -47,3 +47,28 @@ def test_sweep_into_a_new_storage_folder_runs(overrides, tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: study storage")
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_held_study_lock_is_waited_for_out_loud(tmp_path, caplog):
+    """(A sweep whose lock another process held waited with nothing on the screen.)"""
+    import fcntl
+    import logging
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    entered = threading.Event()
+    with open(tmp_path / "optuna.db.lock", "w") as other:  # another process's hold
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with caplog.at_level(logging.INFO, logger="cifar_exp.study.storage"):
+
+            def worker():
+                with study_lock(url):
+                    entered.set()
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            assert not entered.wait(1.0)  # it waits...
+            assert "waiting for the study lock" in caplog.text  # ...and says so
+            fcntl.flock(other, fcntl.LOCK_UN)
+            thread.join(10)
+    assert entered.is_set()

@@ -261,12 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _split_args(parser, argv)
     from rich.console import Console
 
+    from cifar_exp import interrupts, logs
     from cifar_exp.config import ConfigError, to_yaml
     from cifar_exp.study.grammar import command_config
 
+    if args.command != "gui":  # Tk's loop would only see the signal at its next event
+        interrupts.terminate_as_interrupt()
     console, errors = Console(), Console(stderr=True)
     target = args.targets[0] if args.targets else None
-    try:
+    try:  # from here a Ctrl-C or SIGTERM, even during an import, ends in one line
         # a sweep expression (`optimizer.lr=interval(..)`) is a search parameter, not a value
         overrides = [*_target_overrides(args.command, target), *args.overrides]
         if getattr(args, "workers", None):
@@ -275,23 +278,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as e:
+        errors.print(f"[yellow]{interrupts.reason(e)}[/]")
+        return interrupts.exit_code(e)
     if args.cfg:
         console.print(to_yaml(cfg), highlight=False, soft_wrap=True, end="")
         return 0
-    from cifar_exp import interrupts, logs
-
-    if args.command != "gui":  # Tk's loop would only see the signal at its next event
-        interrupts.terminate_as_interrupt()
-    logs.setup(logging.WARNING if args.quiet else logging.INFO)
-    logs.import_tensorflow_quietly()
     from cifar_exp.config import mask
-    from cifar_exp.train import TrainingDiverged
 
     try:
+        logs.setup(logging.WARNING if args.quiet else logging.INFO)
+        logs.import_tensorflow_quietly()
         return COMMANDS[args.command].run(cfg, console, args)
     except UserError as e:  # a bad input, an unusable store or server: the message says which
         _error(errors, e)
-    except TrainingDiverged as e:  # the run is recorded FAILED with the same reason
+    except _loaded("cifar_exp.train", "TrainingDiverged") as e:  # the run is recorded FAILED
         _error(errors, CommandError(f"training diverged: {e} (try a lower optimizer.lr)"))
     # MLflow and SQLAlchemy are imported by the commands that use them, not here
     except _loaded("mlflow.exceptions", "MlflowException") as e:  # tracking server down or

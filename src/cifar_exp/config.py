@@ -156,6 +156,13 @@ def _schema_for(raw: DictConfig, group: str, schemas: dict[str, type]) -> type:
 
 
 SEEDS = ("trainer.seed", "data.split_seed", "search.sampler.seed")
+# counts: key -> (lowest, highest, may be null); threads bounded: 100,000 of them took 19 GiB
+RANGES = {k: (1, None, False) for k in ("trainer.epochs", "trainer.batch_size", "data.val_size",
+          "trainer.steps_per_execution", "search.n_trials", "search.heartbeat_interval",
+          "search.max_failures", "search.warm_start_top")} | {"search.max_retry": (0, None, False),
+          "data.limit_train": (10, None, True), "data.limit_test": (10, None, True),
+          "data.shuffle_buffer": (1, None, True), "trainer.threads": (1, 256, True),
+          "trainer.input_threads": (1, 256, True)}  # fmt: skip
 MAX_SEED = 2**32 - 1
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -187,14 +194,17 @@ def _check_path(key: str, value: str | None, *, source: bool = False) -> None:
 
 
 def _check_finite(tree: Any, prefix: str = "") -> None:
-    """Every number in the config is finite: `inf` or `nan` would only fail deep inside."""
+    """Every number fits TensorFlow (float32, int64): inf, nan, 1e308 would fail deep inside."""
     items = tree.items() if isinstance(tree, dict) else enumerate(tree)
     for key, value in items:
         name = f"{prefix}{key}"
         if isinstance(value, dict | list):
             _check_finite(value, f"{name}.")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}: must be a finite number (got {value})")
+        elif isinstance(value, float) and not abs(value) < 3.4e38:  # nan too
+            finite = "below 3.4e38 (float32)" if math.isfinite(value) else "a finite number"
+            raise ConfigError(f"{name}: must be {finite} (got {value})")
+        elif type(value) is int and not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{name}: must be an integer of at most 63 bits (got {value})")
 
 
 def _check_values(cfg: DictConfig) -> None:
@@ -215,9 +225,6 @@ def _check_values(cfg: DictConfig) -> None:
     need(not (o.decay and o.schedule != "constant"), "optimizer.decay", one)
     if "momentum" in o:
         need(0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)")
-    need(t.epochs >= 1, "trainer.epochs", ">= 1")
-    need(t.batch_size >= 1, "trainer.batch_size", ">= 1")
-    need(t.steps_per_execution >= 1, "trainer.steps_per_execution", ">= 1")
     # `trainer.jit_compile=true` on the command line arrives as the bool True, stored as "True"
     t.jit_compile = str(t.jit_compile).lower()
     need(t.jit_compile in ("true", "false", "auto"), "trainer.jit_compile", "true, false or auto")
@@ -230,11 +237,10 @@ def _check_values(cfg: DictConfig) -> None:
         "trainer.stop_after",
         "null or between 1 and trainer.epochs",
     )
-    need(d.val_size >= 1, "data.val_size", ">= 1")
-    for key, low in [("data.limit_train", 10), ("data.limit_test", 10), ("data.shuffle_buffer", 1),
-                     ("trainer.threads", 1), ("trainer.input_threads", 1)]:  # fmt: skip
+    for key, (low, high, null) in RANGES.items():
         value = OmegaConf.select(cfg, key)
-        need(value is None or value >= low, key, f">= {low} or null")
+        rule = (f">= {low}" if high is None else f"between {low} and {high}") + " or null" * null
+        need(value is None or low <= value <= (high or value), key, rule)
     for key in SEEDS:
         seed = OmegaConf.select(cfg, key)
         need(
@@ -252,7 +258,6 @@ def _check_values(cfg: DictConfig) -> None:
     for key, (ok, rule) in models.VALUE_RULES.items():  # keys some models have
         if cfg.model.get(key) is not None:
             need(ok(cfg.model[key]), f"model.{key}", rule)
-    need(s.n_trials >= 1, "search.n_trials", ">= 1")
     need(s.timeout is None or s.timeout > 0, "search.timeout", "> 0 or null")
     need(s.metric in METRICS, "search.metric", f"one of {list(METRICS)}")
     obj, known = list(s.objectives or []), [*METRICS, "train_time"]
@@ -260,15 +265,11 @@ def _check_values(cfg: DictConfig) -> None:
     need(len(set(obj)) == len(obj) != 1, "search.objectives", "2 or more distinct keys, or []")
     if len(s.directions or []) != len(obj):
         raise ConfigError(f"search.directions: need {len(obj)}, one per search.objectives entry")
-    need(s.heartbeat_interval >= 1, "search.heartbeat_interval", ">= 1")
-    need(s.max_retry >= 0, "search.max_retry", ">= 0")
-    need(s.max_failures >= 1, "search.max_failures", ">= 1")
     need(
         s.n_workers == "auto" or (type(s.n_workers) is int and 1 <= s.n_workers <= 64),
         "search.n_workers",
         "a number of workers from 1 to 64, or auto",
     )
-    need(s.warm_start_top >= 1, "search.warm_start_top", ">= 1")
     for text in s.constraints:
         parse_constraint(text)
     need(1 <= s.seeds <= 100, "search.seeds", "between 1 and 100")
@@ -277,8 +278,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(0 < s.confirm.alpha < 1, "search.confirm.alpha", "between 0 and 1")
     last_seed = t.seed + max(s.seeds, s.confirm.seeds) - 1
     need(last_seed <= MAX_SEED, "trainer.seed", f"<= {MAX_SEED} - seeds + 1 (the last seed)")
-    alpha = cfg.tracking.champion_alpha
-    need(0 < alpha < 1, "tracking.champion_alpha", "between 0 and 1")
+    need(0 < cfg.tracking.champion_alpha < 1, "tracking.champion_alpha", "between 0 and 1")
 
 
 def _omegaconf_message(e: Exception) -> str:

@@ -107,7 +107,12 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
     if out.parent_run_id:
         rows.append(("MLflow parent run", out.parent_run_id))
     console.print(_table(f"study {out.study_name}", rows))
-    if out.stopped != "complete":
+    if "failed in a row" in out.stopped:  # the same command would fail the same way
+        console.print(
+            f"[yellow]stopped early:[/] {out.stopped}; their reasons are in `report "
+            f"{out.study_name}` and MLflow: mend the cause, then run the command again"
+        )
+    elif out.stopped != "complete":
         console.print(
             f"[yellow]stopped early:[/] {out.stopped}; run the same command again "
             "to continue the study"

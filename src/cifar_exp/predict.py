@@ -64,10 +64,16 @@ def expand(paths: list[str]) -> list[Path]:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB from any mode: first frame of an animation, palette and grayscale expanded, and
-    transparency composited over white (what a person sees in a viewer)."""
+    """RGB from any mode: first frame of an animation, palette and grayscale expanded, 16-bit
+    grayscale scaled to 8 bits, and transparency composited over white (what a person sees in
+    a viewer)."""
     image.seek(0)
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode == "I":  # Pillow's convert clips: white
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode != "I" or pixels.max() > 255:  # "I" holds 8- or 16-bit values
+            pixels = pixels / 257
+        image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

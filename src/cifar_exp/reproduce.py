@@ -79,8 +79,8 @@ def reproduce(
     """Re-run `run_id` from its recorded config and seed as a new run tagged `reproduces`;
     with `seeds` k >= 2, also re-train it with k new seeds and audit the original values
     against the replication's 95 % prediction interval."""
-    if seeds == 1 or seeds < 0:
-        raise ConfigError("reproduce --seeds: takes 0 (no replication) or at least 2 seeds")
+    if seeds == 1 or not 0 <= seeds <= 100:  # the bound of search.seeds and confirm.seeds
+        raise ConfigError("reproduce --seeds: takes 0 (no replication) or 2 to 100 seeds")
     setup(cfg.tracking)
     client = MlflowClient()
     try:

@@ -69,8 +69,12 @@ def check_url(url: str, what: str) -> str:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            check_sqlite_file(parsed.database, what)
+        if parsed.database in (None, "", ":memory:"):  # `sqlite://`, `sqlite:///`
+            raise StoreError(
+                f"{what} {url}: an in-memory database, gone when the process ends; name a "
+                "file (sqlite:///path/to/file.db)"
+            )
+        check_sqlite_file(parsed.database, what)
         return url
     try:
         dialect.import_dbapi()

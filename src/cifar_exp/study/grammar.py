@@ -31,7 +31,7 @@ from hydra.core.override_parser.types import (
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_exp.config import ConfigError, compose, to_dict
+from cifar_exp.config import ConfigError, compose, to_dict, with_overrides
 
 # the commands whose overrides may search a value; every other command takes one value a key
 SEARCHING = ("sweep", "confirm")
@@ -94,10 +94,14 @@ def check(cfg: DictConfig, key: str, where: str, value: Any) -> dict[str, Any]:
     if kind == "categorical":
         if not choices:
             raise ConfigError(f"{where}: categorical needs a non-empty `choices` list")
+        _settable(cfg, key, where, choices)
         return {"type": kind, "choices": tuple(choices)}
     if kind not in ("float", "int"):
         raise ConfigError(f"{where}.type: must be float, int or categorical (got {kind!r})")
     low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log")
+    for name, bound in (("low", low), ("high", high), ("step", step)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int | float)):
+            raise ConfigError(f"{where}.{name}: must be a number (got {bound!r})")
     if low is None or high is None or not low < high:
         raise ConfigError(f"{where}: needs low < high (got low={low}, high={high})")
     if log and low <= 0:
@@ -113,6 +117,7 @@ def check(cfg: DictConfig, key: str, where: str, value: Any) -> dict[str, Any]:
         )
     if kind == "int" and step:  # the last value the steps reach, as Optuna would round it
         high = low + (high - low) // step * step
+    _settable(cfg, key, where, (low, high))
     return {
         "type": kind,
         "low": low,
@@ -121,6 +126,17 @@ def check(cfg: DictConfig, key: str, where: str, value: Any) -> dict[str, Any]:
         "step": step,
         "choices": tuple(choices) if choices else None,
     }
+
+
+def _settable(cfg: DictConfig, key: str, where: str, values: Sequence[Any]) -> None:
+    """Every value a trial can set (each choice; the bounds of a range) passes the config's own
+    checks, so `choice(a, b)` for an integer or `interval(0.1, inf)` is refused before any
+    trial instead of failing every one of them."""
+    for value in values:
+        try:
+            with_overrides(cfg, {key: value})
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {value!r} cannot be set ({e})") from None
 
 
 # --------------------------------------------------------------------------- the grammar
@@ -208,6 +224,8 @@ def command_config(command: str, overrides: Sequence[str]) -> DictConfig:
     given a sweep expression raises ConfigError saying to use `sweep`."""
     parsed = [(text, parse_override(text)) for text in overrides]
     for text, o in parsed:
+        if not o.key_or_group:  # `=1`: Hydra's loader would fail on it with a traceback
+            raise ConfigError(f"{text}: no config key before '='")
         if not o.is_sweep_override():
             continue
         if command not in SEARCHING:

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from cifar_exp import interrupts, runs, tracking
-from cifar_exp.config import Config, to_dict, with_overrides
+from cifar_exp.config import Config, ConfigError, to_dict, with_overrides
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.stats import summarize
 from cifar_exp.study import trial_process, trials
@@ -90,7 +90,11 @@ def objective(
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     params = {p.key: p.suggest(trial) for p in space}
     reporter.trial_started(trial.number, params)
-    trial_cfg = with_overrides(cfg, params)
+    try:  # values that pass one by one may still clash (a schedule and a decay, say)
+        trial_cfg = with_overrides(cfg, params)
+    except ConfigError as e:
+        trial.set_user_attr("fail_reason", str(e)[:2000])
+        raise
     judge = EpochJudge(
         trial, cfg.search.metric, trial_cfg.trainer.epochs, reporter, not cfg.search.objectives
     )

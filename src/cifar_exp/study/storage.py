@@ -118,7 +118,11 @@ def study_lock(url: str) -> Iterator[None]:
         import fcntl
 
         with _open_lock_file(url) as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _say_waiting(f"{fh.name}, held by another process")
+                fcntl.flock(fh, fcntl.LOCK_EX)
             yield
         return
     if not url.startswith(("postgresql", "mysql")):
@@ -127,19 +131,30 @@ def study_lock(url: str) -> Iterator[None]:
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    take, give = (
-        ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
+    try_take, take, give = (
+        ("SELECT pg_try_advisory_lock(:k)", "SELECT pg_advisory_lock(:k)",
+         "SELECT pg_advisory_unlock(:k)")
         if url.startswith("postgresql")
-        else ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))")
-    )
+        else ("SELECT GET_LOCK(CAST(:k AS CHAR), 0)", "SELECT GET_LOCK(CAST(:k AS CHAR), 600)",
+              "SELECT RELEASE_LOCK(CAST(:k AS CHAR))")
+    )  # fmt: skip
     conn = retrying(engine.connect, url)
     try:
-        conn.execute(sqlalchemy.text(take), {"k": LOCK_KEY})
+        if not conn.execute(sqlalchemy.text(try_take), {"k": LOCK_KEY}).scalar():
+            _say_waiting(f"database advisory lock {LOCK_KEY}, held by another worker")
+            conn.execute(sqlalchemy.text(take), {"k": LOCK_KEY})
         yield
         conn.execute(sqlalchemy.text(give), {"k": LOCK_KEY})
     finally:
         conn.close()
         engine.dispose()
+
+
+def _say_waiting(lock: str) -> None:
+    log.info(
+        "waiting for the study lock (%s: setting up a study or confirming its best trials)",
+        lock,
+    )
 
 
 def _open_lock_file(url: str) -> Any:

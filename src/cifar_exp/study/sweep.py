@@ -274,7 +274,7 @@ def _work(cfg: Config, study: optuna.Study, runner: _TrialRunner, url: str) -> s
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
         if failures >= search.max_failures:
-            stopped = f"{failures} trials failed in a row"
+            stopped = f"{failures} trial{'s' * (failures > 1)} failed in a row"
             log.error("stopping: %s (see the failure reasons in MLflow)", stopped)
             return stopped
         runner.number = None
