@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -176,3 +177,14 @@ def test_jit_compile_from_the_command_line():
 
     assert compose(["trainer.jit_compile=true"]).trainer.jit_compile == "true"
     assert compose(["trainer.jit_compile=auto"]).trainer.jit_compile == "auto"
+
+
+def test_every_help_fits_an_80_column_terminal(monkeypatch):
+    from cifar_exp.__main__ import COMMANDS, _parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = _parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {"": parser.format_help()} | {n: subs.choices[n].format_help() for n in COMMANDS}
+    wide = [(n, ln) for n, text in helps.items() for ln in text.splitlines() if len(ln) > 80]
+    assert not wide

@@ -193,3 +193,24 @@ def test_the_sweep_in_a_real_terminal(width, overrides, workdir):
     for column in ("trial", "params", "seeds", "mean ± 95 % CI", "vs best", "finished trials"):
         assert column in history, column
     assert re.search(r"trial +\d  COMPLETE  val_accuracy=0\.\d{4}", history)
+
+
+@pytest.mark.parametrize(
+    "extra, hint",
+    [
+        ([], ""),
+        (["tracking.dir=/tmp/my runs"], " 'tracking.dir=/tmp/my runs'"),
+        (
+            ["tracking.uri=http://h:5000", "search.storage=postgresql://u:pw@db/optuna"],
+            " tracking.uri=http://h:5000 'search.storage=postgresql://u:***@db/optuna'",
+        ),
+    ],
+)
+def test_the_next_hint_finds_the_studys_stores(extra, hint, overrides):
+    """(`next: python -m cifar_exp report tiny` dropped tracking.dir: it would have reported
+    on another study of the same name in ./mlruns.)"""
+    from cifar_exp.commands import _stores
+    from cifar_exp.config import compose
+
+    cfg = compose([*[o for o in overrides if not o.startswith("tracking.dir=")], *extra])
+    assert _stores(cfg) == hint

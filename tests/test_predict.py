@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,14 @@ def test_a_16_bit_grayscale_image_is_scaled_not_clipped_to_white(tmp_path, mode)
     assert rgb.shape == (32, 32, 3)
     assert abs(int(rgb[16, 0, 0]) - round(16 * 32 * 64 / 257)) <= 1  # mid-grey, not 255
     assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] >= 254
+
+
+def test_a_device_or_fifo_is_not_an_image_and_not_read(tmp_path):
+    """(Both were called "empty file", their size being 0.)"""
+    import os
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ImageError, match="not a regular file"):
+            open_image(path)

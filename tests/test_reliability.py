@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -192,13 +193,31 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(overrides, workdir):
     assert not [r for r in client.search_runs([experiment]) if r.info.status == "RUNNING"]
 
 
-def test_a_store_that_breaks_while_in_use_is_one_line(monkeypatch, capsys, overrides):
-    """E.g. a read-only mlruns/: SQLAlchemy raises from deep inside MLflow or Optuna."""
+@pytest.mark.parametrize(
+    "error, line",
+    [  # a read-only mlruns/: SQLAlchemy raises from deep inside MLflow or Optuna
+        ("database", "error: database: attempt to write a readonly database"),
+        # a read-only reports/ folder (it was "OSError: ... (unexpected; ...)", exit 1)
+        ("folder", "error: reports/tiny: Permission denied"),
+        # MLflow's wrapping of it: the cause was the second line, after SQLAlchemy's own
+        ("mlflow", "error: MLflow: attempt to write a readonly database"),
+    ],
+)
+def test_a_store_that_breaks_while_in_use_is_one_line(monkeypatch, capsys, overrides, error, line):
     from sqlalchemy.exc import OperationalError
 
     from cifar_exp import __main__ as cli
 
     def broken(*args):
+        if error == "folder":
+            raise PermissionError(13, "Permission denied", "reports/tiny")
+        if error == "mlflow":
+            raise mlflow.exceptions.MlflowException(
+                "(raised as a result of Query-invoked autoflush; consider using a session."
+                "no_autoflush block if this flush is occurring prematurely)\n"
+                "(sqlite3.OperationalError) attempt to write a readonly database\n"
+                "[SQL: INSERT INTO runs (run_uuid, name) VALUES (?, ?)]"
+            )
         raise OperationalError("INSERT ...", {}, Exception("attempt to write a readonly database"))
 
     import logging
@@ -215,7 +234,7 @@ def test_a_store_that_breaks_while_in_use_is_one_line(monkeypatch, capsys, overr
         threading.excepthook = saved[1]
         logging.root.handlers[:] = saved[2]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: database: attempt to write a readonly database"]
+    assert err == [line]
 
 
 def test_git_state_is_read_without_taking_locks(monkeypatch):
@@ -257,3 +276,18 @@ def test_a_signal_during_start_up_is_one_line(overrides, workdir, sig, delay):
     assert "Traceback" not in output, output
     last = output.strip().splitlines()[-1]
     assert last == ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)")
+
+
+def test_a_read_only_tracking_folder_without_a_store_is_refused_at_once(monkeypatch, cfg):
+    """(MLflow retried opening a database it could not create for 108 s, then said "unable to
+    open database file".)"""
+    from cifar_exp import tracking
+    from cifar_exp.stores import TrackingUnavailable
+
+    real = os.access
+    root = Path(cfg.tracking.dir).resolve()
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == root else real(p, mode))
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=r"a read-only folder \(tracking\.dir\)"):
+        tracking.setup(cfg.tracking)
+    assert time.monotonic() - start < 10

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ EXIT_FAILED = 1
 EPILOG_MAIN = """\
 examples:
   python -m cifar_exp sweep experiment=tiny
-  python -m cifar_exp train trainer.epochs=1 data.path=../shared/data/cifar-10-python.tar.gz
-  python -m cifar_exp train --cfg            # print the resolved config and exit
+  python -m cifar_exp train trainer.epochs=1 data.path=cifar-10-python.tar.gz
+  python -m cifar_exp train --cfg     # print the resolved config and exit
 See README.md for the whole guide.
 """
 
@@ -125,7 +126,7 @@ COMMANDS: dict[str, Command] = {
     "confirm": Command(
         cmd_confirm,
         "Re-train a study's best configurations with more seeds and choose on the means.",
-        ("tiny", "lr_batch search.confirm.top_k=5 search.confirm.seeds=3"),
+        ("tiny", "lr_batch search.confirm.top_k=5"),
         ("STUDY", 0, 1),
     ),
     "report": Command(
@@ -138,7 +139,7 @@ COMMANDS: dict[str, Command] = {
     "reproduce": Command(
         cmd_reproduce,
         "Re-run a logged run from its record and compare the metrics.",
-        ("RUN_ID", "RUN_ID --seeds 3", "RUN_ID data.path=/new/place/cifar-10-python.tar.gz"),
+        ("RUN_ID", "RUN_ID --seeds 3", "RUN_ID data.path=/data/cifar-10-python.tar.gz"),
         ("RUN_ID", 1, 1),
         REPRODUCE,
     ),
@@ -182,7 +183,7 @@ COMMANDS: dict[str, Command] = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifar-exp",
-        description="Hyperparameter studies for CIFAR-10 image classification "
+        description="Hyperparameter studies for CIFAR-10 image classification\n"
         "(Keras, Hydra, Optuna, MLflow).",
         epilog=EPILOG_MAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failure nobody foresaw: one line; the traceback on request
         if os.environ.get("CIFAR_EXP_TRACEBACK"):
             raise
+        if isinstance(e, OSError) and e.filename and e.strerror:  # a read-only folder, say
+            _error(errors, CommandError(f"{e.filename}: {e.strerror}"))
+            return EXIT_BAD_INPUT
         _error(
             errors,
             CommandError(
@@ -324,8 +328,12 @@ def _loaded(module: str, name: str) -> type | tuple:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    """The message's first line that says something: SQLAlchemy puts "(raised as a result of
+    Query-invoked autoflush ...)" before the database's own words, and "(sqlite3.Operational
+    Error) " in front of them."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("(raised as a result of")] or lines
+    return re.sub(r"^\([\w.]+Error\) ", "", lines[0]) if lines else type(e).__name__
 
 
 def exit_now(code: int) -> None:

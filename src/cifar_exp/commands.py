@@ -57,8 +57,23 @@ def _study_command(cfg: Config, console: Console, run: Any, what: str) -> Any:
             out = run(cfg, reporter)
     except KeyboardInterrupt as e:
         return _interrupted(console, e, what)
-    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)))
+    show_sweep(console, out, cfg.search.metric, mask(tracking_uri(cfg.tracking)), _stores(cfg))
     return out
+
+
+def _stores(cfg: Config) -> str:
+    """The overrides that point a later command at this study's stores (for its `next:`
+    hint), credentials masked: without them it would look in ./mlruns."""
+    import shlex
+
+    from cifar_exp.config import mask
+
+    t, s = cfg.tracking, cfg.search
+    words = [f"tracking.uri={t.uri}"] if t.uri else []
+    if not t.uri and t.dir != "mlruns":
+        words.append(f"tracking.dir={t.dir}")
+    words += [f"search.storage={s.storage}"] if s.storage else []
+    return "".join(f" {shlex.quote(mask(w))}" for w in words)
 
 
 def _interrupted(console: Console, e: KeyboardInterrupt, what: str) -> int:

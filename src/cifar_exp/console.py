@@ -78,7 +78,11 @@ def confirmation_table(result: Confirmation) -> Table:
     return t
 
 
-def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> None:
+def show_sweep(
+    console: Console, out: SweepSummary, metric: str, uri: str, stores: str = ""
+) -> None:
+    """The study's summary table, what stopped it, and the commands to look at it (`stores`:
+    the overrides that find its stores, e.g. ` tracking.dir=runs`)."""
     rows = [
         ("finished trials", f"{out.finished} of {out.target}"),
         ("by state", ", ".join(f"{k.lower()} {v}" for k, v in out.counts.items())),
@@ -118,8 +122,11 @@ def show_sweep(console: Console, out: SweepSummary, metric: str, uri: str) -> No
             "to continue the study"
         )
     if out.parent_run_id:
-        browse = uri if uri.startswith("http") else "python -m cifar_exp ui"
-        console.print(f"next: python -m cifar_exp report {out.study_name}   |   {browse}")
+        browse = uri if uri.startswith("http") else f"python -m cifar_exp ui{stores}"
+        console.print(
+            f"next: python -m cifar_exp report {out.study_name}{stores}   |   {browse}",
+            soft_wrap=True,
+        )
 
 
 # columns of the trial table by importance: kept first when the terminal is narrow

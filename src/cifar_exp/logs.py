@@ -76,6 +76,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # it logs a traceback of each database error it then raises: the CLI says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if "optuna" in sys.modules:
         _quiet_optuna()
     elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):

@@ -87,6 +87,8 @@ def open_image(path: Path) -> Image.Image:
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder with no images")
+    if not path.is_file():  # a device or a FIFO: it would stream or block
+        raise ImageError(f"{path}: not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise ImageError(f"{path}: empty file")

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from cifar_exp import interrupts, plots, provenance
 from cifar_exp.config import Config, TrackingConfig, flatten, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
-from cifar_exp.stores import check_tracking, created_elsewhere
+from cifar_exp.stores import TrackingUnavailable, check_tracking, created_elsewhere
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ def setup(cfg: TrackingConfig) -> str:
     if not cfg.uri:
         root = Path(cfg.dir).resolve()
         root.mkdir(parents=True, exist_ok=True)
+        if not (root / "mlflow.db").exists() and not os.access(root, os.W_OK):
+            # MLflow would retry opening a database it cannot create for two minutes
+            raise TrackingUnavailable(f"MLflow store {root}: a read-only folder (tracking.dir)")
         artifacts = (root / "artifacts").as_uri()
     # MLflow also exports the URI as MLFLOW_TRACKING_URI, from which `tracking.uri` defaults:
     # a later config composed in this process (a notebook, the next study) would silently
