@@ -291,3 +291,36 @@ def test_a_read_only_tracking_folder_without_a_store_is_refused_at_once(monkeypa
     with pytest.raises(TrackingUnavailable, match=r"a read-only folder \(tracking\.dir\)"):
         tracking.setup(cfg.tracking)
     assert time.monotonic() - start < 10
+
+
+def test_a_result_mlflow_cannot_record_is_still_shown(monkeypatch, capsys, overrides):
+    """A full disk after the training: the result is shown, then one line saying why it is not
+    recorded, and the run is FAILED (it showed 449 lines of tracebacks, no result, and left
+    the run RUNNING)."""
+    import logging
+    import threading
+
+    from cifar_exp import __main__ as cli
+    from cifar_exp import runs
+
+    def full(*args):
+        raise mlflow.exceptions.MlflowException(
+            "(sqlite3.OperationalError) database or disk is full"
+        )
+
+    monkeypatch.setattr(runs, "_log_result", full)
+    saved = signal.getsignal(signal.SIGTERM), threading.excepthook, logging.root.handlers[:]
+    try:
+        assert cli.main(["train", *overrides, "trainer.epochs=1"]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        threading.excepthook = saved[1]
+        logging.root.handlers[:] = saved[2]
+    out = capsys.readouterr()
+    assert "test_accuracy" in out.out and "result (one run, seed 7)" in out.out
+    assert out.err.strip().splitlines()[-1] == (
+        "error: the result could not be recorded in MLflow (database or disk is full)"
+    )
+    client = mlflow.MlflowClient(tracking_uri(compose(overrides).tracking))
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    assert run.info.status == "FAILED" and "disk is full" in run.data.tags["failure_reason"]

@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -328,12 +327,9 @@ def _loaded(module: str, name: str) -> type | tuple:
 
 
 def _first_line(e: BaseException) -> str:
-    """The message's first line that says something: SQLAlchemy puts "(raised as a result of
-    Query-invoked autoflush ...)" before the database's own words, and "(sqlite3.Operational
-    Error) " in front of them."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith("(raised as a result of")] or lines
-    return re.sub(r"^\([\w.]+Error\) ", "", lines[0]) if lines else type(e).__name__
+    from cifar_exp.errors import first_line
+
+    return first_line(e)
 
 
 def exit_now(code: int) -> None:

@@ -23,10 +23,14 @@ class CommandError(UserError, ValueError):
 def cmd_train(cfg: Config, console: Console, args: argparse.Namespace) -> int:
     from cifar_exp.config import mask
     from cifar_exp.console import show_train
-    from cifar_exp.runs import train_tracked
+    from cifar_exp.runs import RecordingFailed, train_tracked
     from cifar_exp.tracking import tracking_uri
 
-    show_train(console, train_tracked(cfg), mask(tracking_uri(cfg.tracking)))
+    try:
+        show_train(console, train_tracked(cfg), mask(tracking_uri(cfg.tracking)))
+    except RecordingFailed as e:  # what was trained is shown, then why it is not recorded
+        show_train(console, e.result, mask(tracking_uri(cfg.tracking)))
+        raise
     return 0
 
 

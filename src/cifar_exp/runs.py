@@ -14,6 +14,7 @@ import mlflow
 from cifar_exp import plots, tracking
 from cifar_exp.config import Config, TrackingConfig
 from cifar_exp.data import Splits, load_cifar10
+from cifar_exp.errors import UserError, first_line
 from cifar_exp.train import Evaluation, TrainResult, evaluate, train
 
 
@@ -53,12 +54,24 @@ def train_tracked(
             verbose=verbose,
         )
         result.run_id = run_id
-        mlflow.set_tag("precision", result.precision)
-        if result.test is not None:
-            tracking.log_test_metrics(result.test)
-            result.test.run_id = run_id
-        _log_result(result, cfg)
+        try:
+            mlflow.set_tag("precision", result.precision)
+            if result.test is not None:
+                tracking.log_test_metrics(result.test)
+                result.test.run_id = run_id
+            _log_result(result, cfg)
+        except Exception as e:  # the training is done: its result is not lost with the record
+            raise RecordingFailed(result, e) from e
     return result
+
+
+class RecordingFailed(UserError):
+    """The training finished, but MLflow could not record its result (a full disk, a server
+    gone); the result travels with the error, so that it can still be shown."""
+
+    def __init__(self, result: TrainResult, cause: Exception) -> None:
+        super().__init__(f"the result could not be recorded in MLflow ({first_line(cause)})")
+        self.result = result
 
 
 def _used_splits(cfg: Config, evaluate_test: bool) -> tuple[str, ...]:

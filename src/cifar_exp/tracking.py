@@ -8,6 +8,7 @@ stays unaware of MLflow. A tracked training is `runs.train_tracked`; a study's o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from cifar_exp import interrupts, plots, provenance
 from cifar_exp.config import Config, TrackingConfig, flatten, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
+from cifar_exp.errors import first_line
 from cifar_exp.stores import TrackingUnavailable, check_tracking, created_elsewhere
 from cifar_exp.train import Evaluation
 
@@ -110,13 +112,23 @@ def run(
     )
     try:
         yield active
-    except KeyboardInterrupt as e:
-        mlflow.set_tag("failure_reason", interrupts.reason(e))
-        mlflow.end_run("KILLED")
-        raise
     except BaseException as e:
-        mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
-        mlflow.end_run("FAILED")
+        killed = isinstance(e, KeyboardInterrupt)
+        status = "KILLED" if killed else "FAILED"
+        try:
+            reason = interrupts.reason(e) if killed else f"{type(e).__name__}: {e}"[:5000]
+            mlflow.set_tag("failure_reason", reason)
+            mlflow.end_run(status)
+        except Exception as closing:  # the store that failed the run (a full disk, say):
+            log.warning(  # the run's own error is the one to raise
+                "could not mark MLflow run %s %s: %s",
+                active.info.run_id,
+                status,
+                first_line(closing),
+            )
+            with contextlib.suppress(Exception):  # end_run takes it off the stack first
+                if mlflow.active_run():
+                    mlflow.end_run(status)
         raise
     else:
         mlflow.end_run("FINISHED")
