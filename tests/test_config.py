@@ -188,3 +188,11 @@ def test_every_help_fits_an_80_column_terminal(monkeypatch):
     helps = {"": parser.format_help()} | {n: subs.choices[n].format_help() for n in COMMANDS}
     wide = [(n, ln) for n, text in helps.items() for ln in text.splitlines() if len(ln) > 80]
     assert not wide
+
+
+def test_an_experiment_outside_the_folder_is_one_whole_line():
+    """(The line ended in Hydra's "Config search path:", the list that followed cut off.)"""
+    with pytest.raises(ConfigError) as err:
+        compose(["experiment=../config"])
+    assert str(err.value).startswith("In 'experiment/../config': Could not find")
+    assert "search path" not in str(err.value)

@@ -317,3 +317,14 @@ def test_an_oversized_batch_file_in_a_folder_is_refused(tmp_path):
         fh.truncate(100 * 2**20)  # sparse on disk: declares 100 MiB
     with pytest.raises(DataError, match=r"data_batch_4: 100 MiB is not a CIFAR-10 batch"):
         read_source(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello\n", bytes(range(256)) * 40])
+def test_a_file_that_is_no_archive_is_one_line(tmp_path, content):
+    """(tarfile's message listed each method it tried, one line each.)"""
+    path = tmp_path / "x.tar.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        read_source(path)
+    assert "\n" not in str(e.value)
+    assert "not a tar archive, plain or compressed with gzip, bzip2 or xz" in str(e.value)

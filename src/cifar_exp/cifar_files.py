@@ -139,7 +139,10 @@ def _read_members(source: Path) -> dict[str, bytes]:
                     fh = tar.extractfile(member)
                     found[base] = _read_capped(fh, where) if fh else b""
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{source}: truncated or corrupt archive ({e})") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "could not be opened successfully" in reason:  # tarfile lists each method it tried
+            reason = "not a tar archive, plain or compressed with gzip, bzip2 or xz"
+        raise DataError(f"{source}: truncated or corrupt archive ({reason})") from None
     missing = [n for n in wanted if n not in found]
     if missing:
         raise DataError(f"{source}: archive lacks CIFAR-10 batch files {missing}")

@@ -295,15 +295,14 @@ def _omegaconf_message(e: Exception) -> str:
 
 
 def _hydra_message(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = str(e).split("Config search path:")[0]  # then Hydra's list of where it looked
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = lines[0] if lines else type(e).__name__
     if "Could not find" in first and "Available options" in str(e):
         options = [ln for ln in lines[2:] if "provider=" not in ln and "search path" not in ln]
         return f"{first} (available: {', '.join(options)})"
-    if first.startswith("Could not override") or first.startswith("Error merging override"):
-        cause = e.__cause__
-        if cause is not None:
-            return _omegaconf_message(cause)
+    if first.startswith(("Could not override", "Error merging override")) and e.__cause__:
+        return _omegaconf_message(e.__cause__)
     return " ".join(lines[:2])
 
 
