@@ -136,3 +136,21 @@ def test_a_study_keeps_its_objectives(overrides):
     multi = compose([*overrides, *MULTI[:2], "search.study_name=kept"])
     with pytest.raises(ConfigError, match=r"search\.directions: study 'kept' was created to"):
         open_study(multi, parse_space(multi), storage_url(multi))
+
+
+def test_a_study_made_by_optuna_without_names_is_reported(workdir, overrides):
+    """(A two-objective study made with Optuna directly has no metric names: the report
+    failed with "zip() argument 2 is longer than argument 1".)"""
+    import optuna
+
+    from cifar_exp.config import compose
+    from cifar_exp.report import report
+    from cifar_exp.study.storage import storage_url
+
+    cfg = compose([*overrides, "search.study_name=bare"])
+    study = optuna.create_study(
+        study_name="bare", storage=storage_url(cfg), directions=["maximize", "minimize"]
+    )
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), 4)
+    md = report(cfg).markdown.read_text()
+    assert "`objective 1` (maximize) and `objective 2` (minimize)" in md

@@ -33,8 +33,14 @@ def pruning(search: SearchConfig) -> str:
 
 
 def objective_names(study: optuna.Study, metric: str) -> list[str]:
-    """The study's objectives by name (its metric names; `metric` for an unnamed one)."""
-    return list(study.metric_names or [metric])
+    """The study's objectives by name, one per direction: its metric names; `metric` for an
+    unnamed single one; "objective 1", ... for a study made without names (by Optuna
+    directly, say)."""
+    names = list(study.metric_names or [])
+    if len(names) == len(study.directions):
+        return names
+    n = len(study.directions)
+    return [metric] if n == 1 else [f"objective {i}" for i in range(1, n + 1)]
 
 
 def _cell(name: str, value: float | None) -> str:
