@@ -85,6 +85,25 @@ def test_a_file_that_is_not_a_sqlite_database_is_refused_and_left_alone(tmp_path
     check_sqlite_file(tmp_path / "empty.db", "study storage")  # an empty file is a new database
 
 
+def test_another_programs_sqlite_database_is_refused_and_left_alone(tmp_path):
+    """(MLflow added its tables to a database holding only another program's.)"""
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    before = path.read_bytes()
+    for url, what in [(f"sqlite:///{path}", "study storage"), (f"sqlite:///{path}", "MLflow")]:
+        with pytest.raises(StoreError, match="another program's database \\(tables invoices\\)"):
+            check_url(url, what, "studies" if what == "study storage" else "experiments")
+    assert path.read_bytes() == before
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")  # Optuna's own: accepted
+    check_url(f"sqlite:///{tmp_path / 'o.db'}", "study storage", "studies")
+    with sqlite3.connect(tmp_path / "bare.db") as db:  # a database with no tables is new
+        db.execute("PRAGMA user_version = 1")
+    check_url(f"sqlite:///{tmp_path / 'bare.db'}", "study storage", "studies")
+
+
 def test_corrupt_stores_are_one_line_from_every_command_and_stay_untouched(overrides, workdir):
     """A corrupt optuna.db (sweep and report) and a corrupt mlflow.db (train): one line, exit 2,
     and the files are byte for byte what they were."""

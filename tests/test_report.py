@@ -190,3 +190,19 @@ def test_report_cli(study_cfg):
     )
     assert proc.returncode == 0, proc.stderr
     assert "report.html" in proc.stdout and Path(root / "reports/tiny/report.md").exists()
+
+
+def test_reading_commands_make_no_store_where_there_is_none(tmp_path, cfg):
+    """`report` and `predict` pointed at a folder with no stores say so and leave nothing
+    behind (they made the folder, an empty optuna.db and an mlflow.db)."""
+    from cifar_exp.study.storage import StorageUnavailable
+
+    fresh = with_overrides(cfg, {"tracking.dir": str(tmp_path / "fresh" / "mlruns")})
+    with pytest.raises(StorageUnavailable, match=r"optuna\.db: no such file; run `sweep` first"):
+        report(fresh, tmp_path / "r")
+    with pytest.raises(ModelNotFound, match=r"no MLflow store at .*mlflow\.db \(no study has"):
+        evaluate_model(None, fresh)
+    elsewhere = with_overrides(cfg, {"search.storage": f"sqlite:///{tmp_path}/fresh/x.db"})
+    with pytest.raises(StorageUnavailable, match="no such file"):
+        report(elsewhere, tmp_path / "r")
+    assert not (tmp_path / "fresh").exists()

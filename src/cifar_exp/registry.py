@@ -253,11 +253,14 @@ def load_with_file(reference: str | None, cfg: Config) -> tuple[Any, str, Path]:
         if not path.is_file():
             raise ModelNotFound(f"{uri}: no such model file")
         return load_keras_file(path, uri), str(path.resolve()), path
+    hint = " (no study has registered a champion yet)" if reference is None else ""
+    store = Path(cfg.tracking.dir).resolve() / "mlflow.db"
+    if not cfg.tracking.uri and not store.is_file():  # nothing to find there: make nothing
+        raise ModelNotFound(f"{uri}: no MLflow store at {store}{hint}")
     setup(cfg.tracking)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as e:
-        hint = " (no study has registered a champion yet)" if reference is None else ""
         raise ModelNotFound(f"{uri}: {str(e).splitlines()[0]}{hint}") from None
     files = sorted(local.rglob("*.keras"))
     if not files:

@@ -66,7 +66,7 @@ class ReportResult:
 
 def gather(cfg: Config) -> StudyRecord:
     """The study, each trial with its MLflow per-epoch history, and the study's provenance."""
-    url = storage_url(cfg)
+    url = storage_url(cfg, existing=True)
     try:
         study = optuna.load_study(study_name=cfg.search.study_name, storage=url)
     except KeyError:

@@ -7,6 +7,7 @@ at once are told apart from a broken store (`created_elsewhere`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -27,8 +28,10 @@ class StoreError(UserError):
     """A store that cannot be opened; the message is one line naming it."""
 
 
-def check_sqlite_file(path: str | Path, what: str) -> None:
-    """A SQLite file that exists must be a SQLite database (an empty file is a new one)."""
+def check_sqlite_file(path: str | Path, what: str, table: str | None = None) -> None:
+    """A SQLite file that exists must be a SQLite database (an empty file is a new one), and
+    one with tables must hold `table` (Optuna's `studies`, MLflow's `experiments`): MLflow and
+    Optuna would add theirs to any database they are given."""
     path = Path(path).expanduser()
     if not path.exists():
         return
@@ -44,9 +47,28 @@ def check_sqlite_file(path: str | Path, what: str) -> None:
             f"{what} {path}: not a SQLite database; refused and left as it is (move it "
             "away, or point the tool at another store)"
         )
+    if head and table and (tables := _tables(path)) and table not in tables:
+        raise StoreError(
+            f"{what} {path}: another program's database (tables {', '.join(tables[:5])}); "
+            "refused and left as it is"
+        )
 
 
-def check_url(url: str, what: str) -> str:
+def _tables(path: Path) -> list[str]:
+    """The tables of a SQLite database, read without writing (empty where unreadable)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return []
+    return sorted(name for (name,) in rows)
+
+
+def check_url(url: str, what: str, table: str | None = None) -> str:
     """A database URL checked for its form, its driver and (SQLite) its file; returns the URL
     to use: where the URL names no driver and SQLAlchemy's default for it is not installed, an
     installed one (psycopg2 for postgresql://, as the `postgres` extra installs)."""
@@ -74,7 +96,7 @@ def check_url(url: str, what: str) -> str:
                 f"{what} {url}: an in-memory database, gone when the process ends; name a "
                 "file (sqlite:///path/to/file.db)"
             )
-        check_sqlite_file(parsed.database, what)
+        check_sqlite_file(parsed.database, what, table)
         return url
     try:
         dialect.import_dbapi()
@@ -118,7 +140,7 @@ def check_tracking(uri: str) -> str:
         return uri
     database = uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
     try:
-        return check_url(uri, "MLflow store") if database else uri
+        return check_url(uri, "MLflow store", "experiments") if database else uri
     except StoreError as e:
         raise TrackingUnavailable(str(e)) from None
 

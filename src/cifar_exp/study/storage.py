@@ -26,19 +26,23 @@ from cifar_exp.stores import StoreError, check_url
 log = logging.getLogger(__name__)
 
 
-def storage_url(cfg: Config) -> str:
+def storage_url(cfg: Config, *, existing: bool = False) -> str:
     """`search.storage`, else an embedded SQLite file beside the MLflow store; checked before
-    anything opens it (see `stores.check_url`: the form, the driver, a SQLite file's header)."""
-    if cfg.search.storage:
-        url = str(cfg.search.storage)
-    else:
-        root = Path(cfg.tracking.dir).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{root / 'optuna.db'}"
+    anything opens it (see `stores.check_url`: the form, the driver, a SQLite file's header).
+    With `existing` (a command that reads a study), a SQLite file that is not there is an
+    error, and neither it nor its folder is made."""
+    root = Path(cfg.tracking.dir).resolve()
+    url = str(cfg.search.storage or f"sqlite:///{root / 'optuna.db'}")
     try:
-        return check_url(url, "study storage")
+        url = check_url(url, "study storage", "studies")
     except StoreError as e:
         raise StorageUnavailable(str(e)) from None
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if existing and path is not None and not path.is_file():
+        raise StorageUnavailable(f"study storage {path}: no such file; run `sweep` first")
+    if not cfg.search.storage:
+        root.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> bool:
