@@ -214,3 +214,16 @@ def test_the_next_hint_finds_the_studys_stores(extra, hint, overrides):
 
     cfg = compose([*[o for o in overrides if not o.startswith("tracking.dir=")], *extra])
     assert _stores(cfg) == hint
+
+
+@pytest.mark.parametrize(
+    "queued, said",
+    [(0, "1 of 4 trials already finished\n"), (1, "already finished; 1 queued trial (a retry")],
+)
+def test_resuming_says_which_trials_run_first(queued, said):
+    """(After an interrupt it said only how many trials were finished, not that the
+    interrupted trial's parameters were queued to run first.)"""
+    console = _console(120)
+    with RichReporter(console, "val_accuracy") as r:
+        r.study_started(Progress("tiny", 1, 4, queued=queued))
+    assert said in console.export_text()

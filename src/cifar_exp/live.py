@@ -143,9 +143,13 @@ class RichReporter:
         )
         self._update_best(progress)
         if done:
+            q = progress.queued
+            queued = (
+                f"; {q} queued trial{'s' * (q > 1)} (a retry or a warm start) first" if q else ""
+            )
             self.console.print(
                 f"resuming study {progress.study_name!r}: {done} of {target} trials "
-                "already finished"
+                f"already finished{queued}"
             )
 
     def _update_best(self, progress: StudyProgress) -> None:

@@ -19,6 +19,7 @@ class Progress:
     target: int
     best_value: float | None = None
     best_number: int | None = None
+    queued: int = 0  # WAITING trials (a retry's or a warm start's parameters): they run first
 
 
 @dataclass(frozen=True)

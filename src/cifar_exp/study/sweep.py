@@ -334,6 +334,7 @@ def _progress(study: optuna.Study, target: int) -> Progress:
         target=target,
         best_value=primary(best) if best else None,
         best_number=best.number if best else None,
+        queued=len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))),
     )
 
 
