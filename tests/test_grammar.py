@@ -251,3 +251,25 @@ def test_a_space_entry_the_key_cannot_take_is_refused(override, message, overrid
     with pytest.raises(ConfigError, match=r"^search\.space\.") as e:
         command_config("sweep", [*overrides, override])
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # a float range never draws its end: momentum < 1 holds for every trial
+        ["optimizer.momentum=interval(0.5, 1.0)"],
+        ["trainer.label_smoothing=interval(0.0, 1.0)"],
+        # pairs of searched keys are judged together, in either order on the command line
+        ["trainer.epochs=range(4,8)", "trainer.stop_after=range(2,4)"],
+        ["trainer.stop_after=range(2,4)", "trainer.epochs=range(4,8)"],
+    ],
+)
+def test_a_space_every_trial_of_which_can_run_is_accepted(extra, overrides):
+    command_config("sweep", [*overrides, *extra])
+
+
+def test_a_value_no_searched_pair_can_take_is_still_refused(overrides):
+    with pytest.raises(ConfigError, match=r"^trainer\.stop_after=range\(2,9\): 9 cannot be set"):
+        command_config(
+            "sweep", [*overrides, "trainer.epochs=range(4,8)", "trainer.stop_after=range(2,9)"]
+        )

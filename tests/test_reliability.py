@@ -277,7 +277,7 @@ def test_git_state_is_read_without_taking_locks(monkeypatch):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-@pytest.mark.parametrize("delay", [1.0, 2.5])
+@pytest.mark.parametrize("delay", [1.5, 3.0])
 def test_a_signal_during_start_up_is_one_line(overrides, workdir, sig, delay):
     """Stopped while it composes its config or imports TensorFlow (the first seconds): the
     same one line and exit code as later, not a traceback through the imports."""

@@ -195,6 +195,7 @@ def test_report_cli(study_cfg):
 def test_reading_commands_make_no_store_where_there_is_none(tmp_path, cfg):
     """`report` and `predict` pointed at a folder with no stores say so and leave nothing
     behind (they made the folder, an empty optuna.db and an mlflow.db)."""
+    from cifar_exp.stores import TrackingUnavailable
     from cifar_exp.study.storage import StorageUnavailable
 
     fresh = with_overrides(cfg, {"tracking.dir": str(tmp_path / "fresh" / "mlruns")})
@@ -205,4 +206,11 @@ def test_reading_commands_make_no_store_where_there_is_none(tmp_path, cfg):
     elsewhere = with_overrides(cfg, {"search.storage": f"sqlite:///{tmp_path}/fresh/x.db"})
     with pytest.raises(StorageUnavailable, match="no such file"):
         report(elsewhere, tmp_path / "r")
+    assert not (tmp_path / "fresh").exists()
+    # a study whose runs are in a store that is not here: said, and no empty store made
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
+    study.set_user_attr("mlflow_parent_run_id", "abc")
+    moved = with_overrides(elsewhere, {"search.storage": f"sqlite:///{tmp_path}/s.db"})
+    with pytest.raises(TrackingUnavailable, match=r"mlflow\.db: no such file; the study's runs"):
+        report(moved, tmp_path / "r")
     assert not (tmp_path / "fresh").exists()

@@ -259,28 +259,29 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
     parser = _parser()
     args = _split_args(parser, argv)
-    from rich.console import Console
-
     from cifar_exp import interrupts, logs
-    from cifar_exp.config import ConfigError, to_yaml
-    from cifar_exp.study.grammar import command_config
 
     if args.command != "gui":  # Tk's loop would only see the signal at its next event
         interrupts.terminate_as_interrupt()
-    console, errors = Console(), Console(stderr=True)
     target = args.targets[0] if args.targets else None
     try:  # from here a Ctrl-C or SIGTERM, even during an import, ends in one line
+        from rich.console import Console
+
+        from cifar_exp.config import ConfigError, to_yaml
+        from cifar_exp.study.grammar import command_config
+
+        console, errors = Console(), Console(stderr=True)
         # a sweep expression (`optimizer.lr=interval(..)`) is a search parameter, not a value
         overrides = [*_target_overrides(args.command, target), *args.overrides]
         if getattr(args, "workers", None):
             overrides.append(f"search.n_workers={args.workers}")
         cfg = command_config(args.command, overrides)
+    except KeyboardInterrupt as e:  # first: the names below may not be imported yet
+        print(interrupts.reason(e), file=sys.stderr)
+        return interrupts.exit_code(e)
     except ConfigError as e:
         _error(errors, e)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt as e:
-        errors.print(f"[yellow]{interrupts.reason(e)}[/]")
-        return interrupts.exit_code(e)
     if args.cfg:
         console.print(to_yaml(cfg), highlight=False, soft_wrap=True, end="")
         return 0

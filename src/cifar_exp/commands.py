@@ -74,7 +74,7 @@ def _stores(cfg: Config) -> str:
 
     t, s = cfg.tracking, cfg.search
     words = [f"tracking.uri={t.uri}"] if t.uri else []
-    if not t.uri and t.dir != "mlruns":
+    if t.dir != "mlruns" and not (t.uri and s.storage):  # its optuna.db, its mlflow.db
         words.append(f"tracking.dir={t.dir}")
     words += [f"search.storage={s.storage}"] if s.storage else []
     return "".join(f" {shlex.quote(mask(w))}" for w in words)

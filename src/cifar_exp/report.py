@@ -30,6 +30,7 @@ from cifar_exp.render import (
     trials_table,
 )
 from cifar_exp.runs import evaluate_and_log
+from cifar_exp.stores import TrackingUnavailable
 from cifar_exp.study.confirm import recorded
 from cifar_exp.study.grammar import space_specs
 from cifar_exp.study.storage import storage_url
@@ -74,7 +75,16 @@ def gather(cfg: Config) -> StudyRecord:
             f"search.study_name: no study {cfg.search.study_name!r} in "
             f"{mask(url)}; run `sweep` first"
         ) from None
-    setup(cfg.tracking)
+    store = Path(cfg.tracking.dir).resolve() / "mlflow.db"
+    if cfg.tracking.uri or store.is_file():
+        setup(cfg.tracking)
+    elif study.user_attrs.get("mlflow_parent_run_id") or any(
+        t.user_attrs.get("mlflow_run_id") for t in study.trials
+    ):  # its runs are in a store that is not here: say so, and make no empty one
+        raise TrackingUnavailable(
+            f"MLflow store {store}: no such file; the study's runs are in another store "
+            "(point tracking.dir or tracking.uri at it)"
+        )
     client = MlflowClient()
     rows = []
     for t in own(study.trials):  # not a warm start's prior trials from another study

@@ -40,28 +40,31 @@ def train_tracked(
         return train(cfg, splits, callbacks, evaluate_test=evaluate_test, verbose=verbose)
     experiment_id = tracking.setup(cfg.tracking)
     tags = {**tracking.run_tags(cfg), **(extra_tags or {})}
-    with tracking.run(run_name, experiment_id, parent_run_id=parent_run_id, tags=tags) as active:
-        run_id = active.info.run_id
-        if on_run is not None:
-            on_run(run_id)
-        tracking.log_config(cfg)
-        tracking.log_data(splits.info, contexts=_used_splits(cfg, evaluate_test))
-        result = train(
-            cfg,
-            splits,
-            [tracking.MlflowLogger(run_id), *callbacks],
-            evaluate_test=evaluate_test,  # from the last epoch's validation where that was on it
-            verbose=verbose,
-        )
-        result.run_id = run_id
-        try:
+    result: TrainResult | None = None
+    try:
+        with tracking.run(run_name, experiment_id, parent_run_id=parent_run_id, tags=tags) as run:
+            run_id = run.info.run_id
+            if on_run is not None:
+                on_run(run_id)
+            tracking.log_config(cfg)
+            tracking.log_data(splits.info, contexts=_used_splits(cfg, evaluate_test))
+            result = train(
+                cfg,
+                splits,
+                [tracking.MlflowLogger(run_id), *callbacks],
+                evaluate_test=evaluate_test,  # from the last epoch's validation where that was
+                verbose=verbose,  # on the test set
+            )
+            result.run_id = run_id
             mlflow.set_tag("precision", result.precision)
             if result.test is not None:
                 tracking.log_test_metrics(result.test)
                 result.test.run_id = run_id
             _log_result(result, cfg)
-        except Exception as e:  # the training is done: its result is not lost with the record
-            raise RecordingFailed(result, e) from e
+    except Exception as e:  # after the training, up to closing its run: only the record failed
+        if result is None:
+            raise
+        raise RecordingFailed(result, e) from e
     return result
 
 

@@ -69,9 +69,9 @@ def setup(cfg: TrackingConfig) -> str:
         if experiment is None:
             return mlflow.create_experiment(cfg.experiment_name, artifact_location=artifacts)
     except MlflowException as e:
-        if not created_elsewhere(e):  # else another process made it after the look-up
-            raise
         experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
+        if experiment is None or not created_elsewhere(e):  # another process made it since
+            raise
     return experiment.experiment_id
 
 

@@ -16,6 +16,7 @@ study needs Optuna.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -117,7 +118,7 @@ def check(cfg: DictConfig, key: str, where: str, value: Any) -> dict[str, Any]:
         )
     if kind == "int" and step:  # the last value the steps reach, as Optuna would round it
         high = low + (high - low) // step * step
-    _settable(cfg, key, where, (low, high))
+    _settable(cfg, key, where, _ends(kind, low, high, step))
     return {
         "type": kind,
         "low": low,
@@ -129,14 +130,54 @@ def check(cfg: DictConfig, key: str, where: str, value: Any) -> dict[str, Any]:
 
 
 def _settable(cfg: DictConfig, key: str, where: str, values: Sequence[Any]) -> None:
-    """Every value a trial can set (each choice; the bounds of a range) passes the config's own
+    """Every value a trial can set (each choice; the ends of a range) passes the config's own
     checks, so `choice(a, b)` for an integer or `interval(0.1, inf)` is refused before any
-    trial instead of failing every one of them."""
+    trial instead of failing every one of them. A value that fails only beside the base config
+    is fine if it passes with another searched key at one of its own values (`stop_after`
+    searched with `epochs`, `decay` with `schedule`): such a pair is judged trial by trial."""
+    others: dict[str, list[Any]] | None = None
     for value in values:
         try:
             with_overrides(cfg, {key: value})
+            continue
         except ConfigError as e:
-            raise ConfigError(f"{where}: {value!r} cannot be set ({e})") from None
+            error = e
+        others = _other_values(cfg, key) if others is None else others
+        if not any(_fits(cfg, {key: value, k: v}) for k, vs in others.items() for v in vs):
+            raise ConfigError(f"{where}: {value!r} cannot be set ({error})") from None
+
+
+def _fits(cfg: DictConfig, values: dict[str, Any]) -> bool:
+    try:
+        with_overrides(cfg, values)
+        return True
+    except ConfigError:
+        return False
+
+
+def _ends(kind: str, low: float, high: float, step: float | None) -> tuple[float, float]:
+    """The least and the greatest value a trial can draw: a float range without a step never
+    draws `high` itself (`momentum=interval(0.5, 1.0)` is fine where momentum < 1)."""
+    if kind == "int" or not step:
+        last = math.nextafter(high, low) if kind == "float" and math.isfinite(high) else high
+        return low, last
+    return low, low + (high - low) // step * step
+
+
+def _other_values(cfg: DictConfig, key: str) -> dict[str, list[Any]]:
+    """The other searched keys, each with the values at the ends of its range (its choices)."""
+    out: dict[str, list[Any]] = {}
+    for other, (where, value) in searched(cfg).items():
+        try:
+            spec = value if isinstance(value, dict) else spec_of_expression(value, where)
+        except ConfigError:
+            continue  # its own check says what is wrong with it
+        low, high = spec.get("low"), spec.get("high")
+        if other != key and spec.get("choices"):
+            out[other] = list(spec["choices"])
+        elif other != key and all(type(b) in (int, float) for b in (low, high)):
+            out[other] = list(_ends(str(spec.get("type")), low, high, spec.get("step")))
+    return out
 
 
 # --------------------------------------------------------------------------- the grammar
@@ -239,13 +280,17 @@ def command_config(command: str, overrides: Sequence[str]) -> DictConfig:
     cfg = compose([text for text, o in parsed if not o.is_sweep_override()])
     if command not in SEARCHING:
         return cfg
+    typed: dict[str, str] = {}
     with open_dict(cfg.search.params) as params:
         for text, o in parsed:
             if o.is_sweep_override():  # `search.params.KEY=EXPR` says the same as `KEY=EXPR`
                 key = re.sub(r"^search\.(space|params)\.", "", o.key_or_group)
                 params[key] = text.split("=", 1)[1]
-                check(cfg, key, text, params[key])  # the error names what was typed
+                typed[key] = text
             elif o.type != OverrideType.DEL and o.key_or_group in searched(cfg):
                 params[o.key_or_group] = None
+    for key, text in typed.items():  # once every searched key is in (pairs are judged
+        if cfg.search.params.get(key) == text.split("=", 1)[1]:  # together), naming what
+            check(cfg, key, text, cfg.search.params[key])  # was typed
     space_specs(cfg)  # a bad space fails here, before anything runs
     return cfg

@@ -37,7 +37,9 @@ def storage_url(cfg: Config, *, existing: bool = False) -> str:
         url = check_url(url, "study storage", "studies")
     except StoreError as e:
         raise StorageUnavailable(str(e)) from None
-    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    from sqlalchemy.engine import make_url
+
+    path = Path(make_url(url).database or "") if url.startswith("sqlite:///") else None
     if existing and path is not None and not path.is_file():
         raise StorageUnavailable(f"study storage {path}: no such file; run `sweep` first")
     if not cfg.search.storage:
@@ -156,7 +158,7 @@ def study_lock(url: str) -> Iterator[None]:
 
 def _say_waiting(lock: str) -> None:
     log.info(
-        "waiting for the study lock (%s: setting up a study or confirming its best trials)",
+        "waiting for the study lock (%s: setting up, confirming or registering a study)",
         lock,
     )
 
