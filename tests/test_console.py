@@ -227,3 +227,17 @@ def test_resuming_says_which_trials_run_first(queued, said):
     with RichReporter(console, "val_accuracy") as r:
         r.study_started(Progress("tiny", 1, 4, queued=queued))
     assert said in console.export_text()
+
+
+def test_the_next_commands_are_whole_lines_at_80_columns():
+    """(The report and ui commands shared one line, which an 80-column terminal cut in the
+    middle of a word.)"""
+    from cifar_exp.console import show_sweep
+    from cifar_exp.study.summary import SweepSummary
+
+    out = SweepSummary("tiny", "sqlite:///x.db", "abc", {"COMPLETE": 2}, 2, 2, None, "complete")
+    console = _console(80)
+    show_sweep(console, out, "val_accuracy", "sqlite:///x", " 'tracking.dir=/tmp/my runs'")
+    lines = console.export_text().splitlines()
+    assert "next:   python -m cifar_exp report tiny 'tracking.dir=/tmp/my runs'" in lines
+    assert "browse: python -m cifar_exp ui 'tracking.dir=/tmp/my runs'" in lines

@@ -123,10 +123,11 @@ def show_sweep(
         )
     if out.parent_run_id:
         browse = uri if uri.startswith("http") else f"python -m cifar_exp ui{stores}"
+        # a line each: a command cut by the terminal's wrap cannot be copied whole
         console.print(
-            f"next: python -m cifar_exp report {out.study_name}{stores}   |   {browse}",
-            soft_wrap=True,
+            f"next:   python -m cifar_exp report {out.study_name}{stores}", soft_wrap=True
         )
+        console.print(f"browse: {browse}", soft_wrap=True)
 
 
 # columns of the trial table by importance: kept first when the terminal is narrow
