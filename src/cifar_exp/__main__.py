@@ -26,7 +26,7 @@ from cifar_exp.commands import (
     cmd_train,
     cmd_ui,
 )
-from cifar_exp.errors import UserError
+from cifar_exp.errors import UserError, first_line
 
 if TYPE_CHECKING:
     pass
@@ -297,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(errors, CommandError(f"training diverged: {e} (try a lower optimizer.lr)"))
     # MLflow and SQLAlchemy are imported by the commands that use them, not here
     except _loaded("mlflow.exceptions", "MlflowException") as e:  # tracking server down or
-        _error(errors, CommandError(f"MLflow: {mask(_first_line(e))}"))  # refusing: one line
+        _error(errors, CommandError(f"MLflow: {mask(first_line(e))}"))  # refusing: one line
     except _loaded("sqlalchemy.exc", "SQLAlchemyError") as e:  # a store broke while in use
-        _error(errors, CommandError(f"database: {mask(_first_line(getattr(e, 'orig', e)))}"))
+        _error(errors, CommandError(f"database: {mask(first_line(getattr(e, 'orig', e)))}"))
     except KeyboardInterrupt as e:
         errors.print(f"[yellow]{interrupts.reason(e)}[/]")
         return interrupts.exit_code(e)
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(
             errors,
             CommandError(
-                f"{type(e).__name__}: {mask(_first_line(e))} (unexpected; "
+                f"{type(e).__name__}: {mask(first_line(e))} (unexpected; "
                 "CIFAR_EXP_TRACEBACK=1 shows where)"
             ),
         )
@@ -325,12 +325,6 @@ def _loaded(module: str, name: str) -> type | tuple:
     that catches nothing): an exception of a module never imported cannot have been raised."""
     found = sys.modules.get(module)
     return getattr(found, name) if found is not None else ()
-
-
-def _first_line(e: BaseException) -> str:
-    from cifar_exp.errors import first_line
-
-    return first_line(e)
 
 
 def exit_now(code: int) -> None:

@@ -40,7 +40,7 @@ from cifar_exp.registry import (
     run_facts,
     run_of_uri,
 )
-from cifar_exp.tracking import read_test_metrics, setup, tracking_uri
+from cifar_exp.tracking import embedded_store, read_test_metrics, setup, tracking_uri
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,8 @@ def _store(cfg: Config, create: bool) -> MlflowClient | None:
     (looking a file up never creates a store in the current folder)."""
     if not cfg.tracking.enabled:
         return None
-    exists = cfg.tracking.uri or (Path(cfg.tracking.dir) / "mlflow.db").is_file()
-    if not (create or exists):
+    store = embedded_store(cfg.tracking)
+    if not (create or store is None or store.is_file()):
         return None
     try:
         setup(cfg.tracking)

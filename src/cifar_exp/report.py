@@ -36,6 +36,7 @@ from cifar_exp.study.grammar import space_specs
 from cifar_exp.study.storage import storage_url
 from cifar_exp.study.trials import best_trial, counts, own
 from cifar_exp.tracking import (
+    embedded_store,
     find_evaluation,
     log_data,
     read_data,
@@ -75,8 +76,8 @@ def gather(cfg: Config) -> StudyRecord:
             f"search.study_name: no study {cfg.search.study_name!r} in "
             f"{mask(url)}; run `sweep` first"
         ) from None
-    store = Path(cfg.tracking.dir).resolve() / "mlflow.db"
-    if cfg.tracking.uri or store.is_file():
+    store = embedded_store(cfg.tracking)
+    if store is None or store.is_file():
         setup(cfg.tracking)
     elif study.user_attrs.get("mlflow_parent_run_id") or any(
         t.user_attrs.get("mlflow_run_id") for t in study.trials

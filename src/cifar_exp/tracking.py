@@ -39,19 +39,23 @@ log = logging.getLogger(__name__)
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The URI runs go to: `tracking.uri`, else the embedded SQLite store in `tracking.dir`."""
-    if cfg.uri:
-        return str(cfg.uri)
-    return f"sqlite:///{(Path(cfg.dir) / 'mlflow.db').resolve()}"
+    return str(cfg.uri) if cfg.uri else f"sqlite:///{embedded_store(cfg)}"
+
+
+def embedded_store(cfg: TrackingConfig) -> Path | None:
+    """The embedded store's SQLite file in `tracking.dir`; None where `tracking.uri` names one."""
+    return None if cfg.uri else (Path(cfg.dir) / "mlflow.db").resolve()
 
 
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
     uri = check_tracking(tracking_uri(cfg))
     artifacts = None
-    if not cfg.uri:
-        root = Path(cfg.dir).resolve()
+    store = embedded_store(cfg)
+    if store is not None:
+        root = store.parent
         root.mkdir(parents=True, exist_ok=True)
-        if not (root / "mlflow.db").exists() and not os.access(root, os.W_OK):
+        if not store.exists() and not os.access(root, os.W_OK):
             # MLflow would retry opening a database it cannot create for two minutes
             raise TrackingUnavailable(f"MLflow store {root}: a read-only folder (tracking.dir)")
         artifacts = (root / "artifacts").as_uri()

@@ -168,14 +168,16 @@ def _other_values(cfg: DictConfig, key: str) -> dict[str, list[Any]]:
     """The other searched keys, each with the values at the ends of its range (its choices)."""
     out: dict[str, list[Any]] = {}
     for other, (where, value) in searched(cfg).items():
+        if other == key:
+            continue
         try:
             spec = value if isinstance(value, dict) else spec_of_expression(value, where)
         except ConfigError:
             continue  # its own check says what is wrong with it
         low, high = spec.get("low"), spec.get("high")
-        if other != key and spec.get("choices"):
+        if spec.get("choices"):
             out[other] = list(spec["choices"])
-        elif other != key and all(type(b) in (int, float) for b in (low, high)):
+        elif all(type(b) in (int, float) for b in (low, high)):
             out[other] = list(_ends(str(spec.get("type")), low, high, spec.get("step")))
     return out
 
