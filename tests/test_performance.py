@@ -1,7 +1,8 @@
 """The speed levers change nothing measured: several train steps per compiled call
 (`trainer.steps_per_execution`) give the same metrics and still report batch progress, and the
 test evaluation taken from the last epoch's validation (when that ran on the test set) equals
-a separate evaluation of the trained model."""
+a separate evaluation of the trained model; predictions take one step per compiled call in
+batches of at least PREDICT_BATCH, and give what Keras's own predict gives."""
 
 from __future__ import annotations
 
@@ -60,6 +61,33 @@ def test_lookahead_keeps_single_steps(tiny):
         tiny, {"trainer.steps_per_execution": 4, "trainer.lookahead": True, "trainer.epochs": 1}
     )
     assert train(cfg, splits, evaluate_test=False, verbose="0").model.steps_per_execution == 1
+
+
+def test_prediction_is_one_step_per_call_and_not_batch_bound(tiny):
+    """Keras unrolls `steps_per_execution` prediction steps into one graph (seconds of tracing
+    for 64); predictions take one step per call, in batches of at least PREDICT_BATCH, and
+    give what Keras's own predict at the training batch gives."""
+    from cifar_exp.models import PREDICT_BATCH
+
+    cfg = with_overrides(tiny, {"trainer.steps_per_execution": 64, "trainer.epochs": 1})
+    splits = load_cifar10(cfg.data)
+    model = train(cfg, splits, evaluate_test=False, verbose="0").model
+    assert model.steps_per_execution == 64
+    traced = []
+    real_step = model.predict_step
+    model.predict_step = lambda data: traced.append(1) or real_step(data)
+    x = splits.x_train
+    assert len(x) > PREDICT_BATCH  # two batches, the last one short
+    probs = train_module.predict_probs(model, x, cfg.trainer.batch_size)
+    assert len(traced) <= 2  # the full batch and the short last one; unrolled: 4 or more
+    assert model.steps_per_execution == 64  # restored for training
+    again = train_module.predict_probs(model, x, cfg.trainer.batch_size)
+    assert len(traced) <= 2 and (again == probs).all()  # its function is kept
+    keras_own = model.predict(x.astype(np.float32) / 255, batch_size=32, verbose=0)
+    assert len(traced) > 3  # Keras's own prediction, unrolled as compiled
+    assert probs.shape == keras_own.shape == (len(x), 10)
+    np.testing.assert_allclose(probs, keras_own, rtol=1e-6, atol=1e-7)
+    assert (probs.argmax(1) == keras_own.argmax(1)).all()
 
 
 def _on_test(cfg, **more):

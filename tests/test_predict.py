@@ -204,3 +204,28 @@ def test_a_device_or_fifo_is_not_an_image_and_not_read(tmp_path):
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(ImageError, match="not a regular file"):
             open_image(path)
+
+
+def test_a_trained_model_classifies_more_images_than_a_batch(tmp_path):
+    """A model as `train` saves it (compiled with 64 steps per call) classifies more images
+    than a batch, each row its own image's: the one-step prediction (`models.predict`) must not
+    reuse a Keras function made for another grouping, which returns one batch's rows."""
+    import keras
+    from PIL import Image
+
+    from cifar_exp.config import compose
+    from cifar_exp.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(compose([]).model)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", steps_per_execution=64)
+    model.save(tmp_path / "model.keras")
+    clf = Classifier(keras.saving.load_model(tmp_path / "model.keras"), "m")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(70)]
+    together = clf.classify(images, top=1)
+    assert len(together) == 70
+    for i in range(0, 70, 10):  # each row is its own image's
+        ((name, p),) = together[i]
+        ((alone_name, alone_p),) = clf.classify([images[i]], top=1)[0]
+        assert name == alone_name and p == pytest.approx(alone_p, rel=1e-5)

@@ -144,7 +144,9 @@ class Classifier:
         if not images:
             return []
         batch = np.stack([to_input(im) for im in images])
-        probs = np.asarray(self.model.predict(batch, verbose=0), dtype=np.float64)
+        from cifar_exp.models import PREDICT_BATCH, predict
+
+        probs = predict(self.model, batch, PREDICT_BATCH)
         order = np.argsort(-probs, axis=1)[:, :top]
         return [
             [(CLASS_NAMES[j], float(p[j])) for j in row]

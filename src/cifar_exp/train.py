@@ -23,7 +23,7 @@ from cifar_exp.callbacks import EpochHook as EpochHook
 from cifar_exp.callbacks import TrainingDiverged as TrainingDiverged
 from cifar_exp.config import Config, TrainerConfig
 from cifar_exp.data import NUM_CLASSES, Splits, alternating_flips, make_dataset
-from cifar_exp.models import build_model, with_shift_tta
+from cifar_exp.models import PREDICT_BATCH, build_model, predict, with_shift_tta
 from cifar_exp.optimizers import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -276,12 +276,11 @@ def train(
 def predict_probs(
     model: Any, x: np.ndarray, batch_size: int = 256, threads: int | None = None
 ) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images, scaled as in training (`threads`: the
-    pipeline's, see `make_dataset`)."""
-    ds = make_dataset(
-        x, np.zeros(len(x), np.int64), batch_size, shuffle=False, seed=0, threads=threads
-    )
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    """Class probabilities (N, 10) for uint8 images, scaled as in training, in batches of at
+    least PREDICT_BATCH (`threads`: the pipeline's, see `make_dataset`)."""
+    batch = max(batch_size, PREDICT_BATCH)
+    ds = make_dataset(x, np.zeros(len(x), np.int64), batch, shuffle=False, seed=0, threads=threads)
+    return predict(model, ds)
 
 
 def predict_classes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -16,7 +16,21 @@ from typing import Any
 from cifar_exp.models import airbench, resnet_small, seed_cnn  # noqa: F401
 from cifar_exp.models.registry import BUILDERS, SCHEMAS, VALUE_RULES, register
 
-__all__ = ["SCHEMAS", "VALUE_RULES", "available", "build_model", "register", "with_shift_tta"]
+__all__ = [
+    "PREDICT_BATCH",
+    "SCHEMAS",
+    "VALUE_RULES",
+    "available",
+    "build_model",
+    "predict",
+    "register",
+    "with_shift_tta",
+]
+
+# The least batch a prediction runs in. A prediction does not depend on the batch it is computed
+# in (bitwise on the development CPU, in float32 and bfloat16: tests/test_performance.py), so a
+# model trained at batch 32 predicts 256 images per step, about 1.5-2x faster here.
+PREDICT_BATCH = 256
 
 
 def build_model(
@@ -45,6 +59,28 @@ def with_shift_tta(cfg: Any, model: Any, input_shape: tuple[int, int, int] = (32
     from cifar_exp.models.tta import with_shift_tta as wrap
 
     return wrap(model, cfg.tta_shift, input_shape)
+
+
+def predict(model: Any, inputs: Any, batch_size: int | None = None) -> Any:
+    """`model.predict(inputs)` as float64 probabilities, one step per compiled call whatever
+    the model was compiled with: Keras unrolls `steps_per_execution` prediction steps into one
+    graph, and tracing 64 of them cost 2.5-3 s on every new or loaded model (a 10,000-image
+    pass: 4.7-5.3 s against 1.2-1.4 s, docs/benchmarks.md). `batch_size` for arrays (at least
+    PREDICT_BATCH); a dataset comes batched."""
+    import numpy as np
+
+    if batch_size is not None:
+        batch_size = max(batch_size, PREDICT_BATCH)
+    steps, compiled = model.steps_per_execution, model.predict_function
+    if steps != 1:  # Keras's function is made for its grouping: swap in a one-step one
+        model.steps_per_execution = 1
+        model.predict_function = getattr(model, "_one_step_predict", None)
+    try:
+        return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), np.float64)
+    finally:
+        if steps != 1:
+            model._one_step_predict = model.predict_function
+            model.steps_per_execution, model.predict_function = steps, compiled
 
 
 def available() -> list[str]:
