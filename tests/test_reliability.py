@@ -212,6 +212,55 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(overrides, workdir):
     assert not [r for r in client.search_runs([experiment]) if r.info.status == "RUNNING"]
 
 
+class _SwallowsACtrlC:
+    """A destructor that a Ctrl-C reaches, as one of SQLAlchemy's garbage collector callbacks
+    did between two trials in CI: Python prints "Exception ignored in ..." and goes on."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100_000):  # the handler runs here, within the destructor
+            pass
+
+
+@pytest.fixture()
+def handlers():
+    """The signal handlers `python -m cifar_exp` installs, for an in-process test."""
+    from cifar_exp import interrupts
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    hook = sys.unraisablehook
+    interrupts.terminate_as_interrupt()
+    yield interrupts
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+    sys.unraisablehook = hook
+    interrupts.forget()
+
+
+def test_a_ctrl_c_python_swallows_is_raised_at_the_next_checkpoint(handlers, capsys):
+    _SwallowsACtrlC()  # deleted at once
+    assert isinstance(handlers.pending(), KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        handlers.checkpoint()
+    assert "Exception ignored" not in capsys.readouterr().err  # no traceback shown for it
+
+
+def test_a_ctrl_c_python_swallows_between_trials_still_stops_the_sweep(handlers, cfg):
+    from cifar_exp.config import with_overrides
+    from cifar_exp.study.progress import NullReporter
+    from cifar_exp.study.sweep import sweep
+
+    class Reporter(NullReporter):
+        def trial_ended(self, outcome, progress) -> None:
+            _SwallowsACtrlC()
+
+    cfg = with_overrides(cfg, {"search.confirm.top_k": 0, "tracking.log_model": False})
+    with pytest.raises(KeyboardInterrupt):
+        sweep(cfg, Reporter())
+    study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]  # not the 4 it would have run
+
+
 @pytest.mark.parametrize(
     "error, line",
     [  # a read-only mlruns/: SQLAlchemy raises from deep inside MLflow or Optuna

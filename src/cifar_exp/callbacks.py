@@ -13,6 +13,8 @@ from typing import Any
 
 import keras
 
+from cifar_exp import interrupts
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -52,6 +54,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self._val += time.perf_counter() - self._val_start
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        interrupts.checkpoint()  # a Ctrl-C swallowed in this epoch ends the training here
         logs = logs if logs is not None else {}
         for prefix in ("", "val_"):
             if f"{prefix}{PLAIN_LOSS}" in logs:

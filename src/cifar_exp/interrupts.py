@@ -1,24 +1,72 @@
-"""SIGTERM handled as Ctrl-C is: what Slurm, Kubernetes and systemd send to stop a job must
-leave the same clean state (runs closed KILLED, trials failed with their reason, the study
-resumable), with the exit code a shell expects (143 for SIGTERM, 130 for Ctrl-C)."""
+"""Ctrl-C and SIGTERM, one path for both: what Slurm, Kubernetes and systemd send to stop a job
+must leave the same clean state as a Ctrl-C (runs closed KILLED, trials failed with their
+reason, the study resumable), with the exit code a shell expects (143 for SIGTERM, 130 for
+Ctrl-C).
+
+Python raises a signal's exception wherever the main thread is, and where that is a garbage
+collector's callback or a `__del__` (SQLAlchemy and TensorFlow run many) it prints "Exception
+ignored in ..." and goes on: the interrupt is lost and the work runs to its end. So the
+handlers here also remember the signal, and `checkpoint()`, called wherever new work begins
+(a trial, an epoch, a message from a trial process), raises it again if it was swallowed."""
 
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
+from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived; travels every path a Ctrl-C travels."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+_pending: KeyboardInterrupt | None = None  # the first signal this process received
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def stop_on(signum: int, frame: FrameType | None = None) -> None:
+    """A signal handler: remembers the first SIGINT or SIGTERM, and raises it as Ctrl-C is."""
+    global _pending
+    e = _interrupt(signum)
+    if _pending is None:
+        _pending = e
+    raise e
+
+
+def checkpoint() -> None:
+    """Raises again a signal whose exception Python swallowed; nothing if none arrived."""
+    if _pending is not None:
+        raise type(_pending)()
+
+
+def pending() -> KeyboardInterrupt | None:
+    return _pending
+
+
+def forget() -> None:
+    """The interrupt was handled and the process goes on (a test, an interactive session)."""
+    global _pending
+    _pending = None
+
+
+def _unraisable(info: Any) -> None:
+    """An interrupt swallowed in a destructor is not shown as a traceback: `checkpoint()`
+    raises it where it can stop the work. Anything else is shown as Python shows it."""
+    if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
 
 
 def terminate_as_interrupt() -> None:
-    """From now on SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """From now on SIGINT and SIGTERM raise KeyboardInterrupt / `Terminated` in the main
+    thread, and one Python swallows is raised again at the next `checkpoint()`."""
+    signal.signal(signal.SIGINT, stop_on)
+    signal.signal(signal.SIGTERM, stop_on)
+    sys.unraisablehook = _unraisable
 
 
 REASONS = ("terminated (SIGTERM)", "interrupted (Ctrl-C)")  # the failure reasons it gives

@@ -268,6 +268,7 @@ def train_config(
     (`search.isolate_trials`, memory stays flat) or in this one, on `splits` if given.
     `on_epoch(epoch, logs)` runs here after every epoch; True stops the training.
     `on_batch(epoch, done, batches)` runs here a few times per second within an epoch."""
+    interrupts.checkpoint()  # a Ctrl-C swallowed since the last training starts no other
     kwargs: dict[str, Any] = {
         "parent_run_id": parent_run_id,
         "run_name": run_name,

@@ -15,6 +15,7 @@ import time
 import keras
 import optuna
 
+from cifar_exp import interrupts
 from cifar_exp.config import Config, ConfigError, flatten, mask
 from cifar_exp.data import Splits, load_cifar10
 from cifar_exp.registry import register_best
@@ -259,6 +260,7 @@ def _work(cfg: Config, study: optuna.Study, runner: _TrialRunner, url: str) -> s
     deadline = time.monotonic() + search.timeout if search.timeout else None
     failures = 0
     while True:
+        interrupts.checkpoint()  # a Ctrl-C that Python swallowed (see interrupts) stops here
         # a worker that died is noticed here, between trials, by whichever worker is alive
         retrying(lambda: optuna.storages.fail_stale_trials(study), url)
         finished, running = retrying(lambda: (n_finished(study), n_running(study)), url)

@@ -100,10 +100,12 @@ def run_trial(
     finished = False
     try:
         while True:
+            interrupts.checkpoint()  # one swallowed while waiting: the child is stopped too
             try:
                 msg = conn.recv()
             except (EOFError, OSError):  # closed, or reset by a killed child
                 proc.join(10)
+                interrupts.checkpoint()  # a Ctrl-C stopped the child: interrupted, not failed
                 raise TrialError(
                     f"trial process died (exit code {proc.exitcode}) before finishing"
                 ) from None

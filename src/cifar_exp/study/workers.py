@@ -104,7 +104,7 @@ def _passing_on(procs: list[tuple[Any, Any]]) -> Any:
 
     def handler(signum: int, frame: Any) -> None:
         _signal_all(procs, signal.SIGTERM)
-        raise interrupts.Terminated()
+        interrupts.stop_on(signum, frame)
 
     return handler
 
@@ -144,13 +144,14 @@ def _first_only(signum: int, frame: Any) -> None:
     trial, closing its runs, queueing the trial again)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise interrupts.Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    interrupts.stop_on(signum, frame)
 
 
 def _worker_main(
     cfg_tree: dict[str, Any], index: int, lifeline: Any, log_file: str, cwd: str
 ) -> None:
     threading.Thread(target=trial_process.watch_lifeline, args=(lifeline,), daemon=True).start()
+    interrupts.terminate_as_interrupt()
     signal.signal(signal.SIGINT, _first_only)
     signal.signal(signal.SIGTERM, _first_only)
     os.chdir(cwd)
