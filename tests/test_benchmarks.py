@@ -76,6 +76,23 @@ def test_input_threads_compares_the_pools_on_real_trainings(cifar_tarball, workd
     assert all(r["same metrics as on the shared pool"] for r in rows)
 
 
+def test_fit_end_compares_the_wait_with_and_without_autotuning(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "fit_end.py",
+        f"--data={cifar_tarball}",
+        "--images=200",
+        "--repeats=1",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.limit_test=200",
+        out=out,
+    )
+    result = json.loads((out / "fit_end.json").read_text())
+    assert [r["case"] for r in result["rows"]] == ["autotune off", "autotune on"]
+    assert all(r["runs"] == 1 for r in result["rows"])
+    assert result["same_test_accuracy"] and 0 <= result["fisher_exact_p"] <= 1
+
+
 def test_time_to_accuracy_reads_a_training_run(cifar_tarball, workdir):
     out = workdir / "results"
     _bench(

@@ -213,6 +213,28 @@ def test_pipeline_keeps_to_its_own_threads_with_the_same_batches():
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
+def test_pipelines_run_without_tf_datas_autotuning_thread():
+    """The autotuning model's thread sleeps between rounds whose gaps double, and destroying
+    the iterator at the end of `fit` waited for it to wake: up to 5 s per 20-s training
+    (docs/benchmarks.md). Every pipeline of a training and of a prediction pass is built
+    without it, with the same batches."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(3).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+    pipelines = [
+        data.make_dataset(x, y, 8, shuffle=True, seed=5, augment=True),
+        data.make_dataset(x, y, 8, shuffle=False, seed=0, threads=1),
+    ]
+    for ds in pipelines:
+        assert ds.options().autotune.enabled is False
+    tuned = tf.data.Options()
+    tuned.autotune.enabled = True
+    again = data.make_dataset(x, y, 8, shuffle=True, seed=5, augment=True).with_options(tuned)
+    for a, b in zip(pipelines[0].repeat(2), again.repeat(2), strict=True):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
     """airbench's flips: a random half flipped once, then all flipped in odd epochs."""
     from cifar_exp.callbacks import EpochCounter

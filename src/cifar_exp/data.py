@@ -267,9 +267,13 @@ def make_dataset(
         )
     else:
         ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    # No autotuning model: its thread sleeps between tuning rounds (the gaps double up to a
+    # minute), and the end of `fit` waited for it to wake, up to 5 s of every 20-s training
+    # (docs/benchmarks.md). The buffers still grow as needed (prefetch's own tuner) and the
+    # map runs on the pool's threads; this pipeline takes ~0.1 s per 20,000 images anyway.
+    options.autotune.enabled = False
     if threads:
-        options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = 1
-        ds = ds.with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,169 @@
+"""The wait at the end of `fit`: tf.data's autotuning thread. A tracked training of the
+reference settings (`runs.train_tracked`, as a study's trial runs it), each case a fresh
+process, the cases alternated `--repeats` times:
+
+    python benchmarks/fit_end.py --repeats 4
+    python benchmarks/fit_end.py --repeats 4 --images 10000 trainer.epochs=2
+
+Cases: `autotune off` (the tool: every pipeline is built without tf.data's autotuning model)
+and `autotune on` (the same pipelines with it switched back on, as before 2026-12-07). For
+each run: when the callbacks had ended (the last epoch and every `on_train_end`; s from the
+start of `fit`), how long `fit` took after that to return (destroying the training iterator
+waited for the autotuning thread's next round), and the test accuracy, which must agree
+between the cases. A wait over 0.5 s counts as a stall; Fisher's exact test compares the
+cases' stall counts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+CASES = ("autotune off", "autotune on")
+STALL_S = 0.5
+
+
+def measure(overrides: list[str], autotune: bool) -> dict[str, Any]:
+    """One tracked training in this process: when its callbacks had ended (the last epoch's
+    and every `on_train_end`) and when `fit` returned, in seconds from the start of `fit`."""
+    common.quiet()
+    import keras
+    import tensorflow as tf
+
+    from cifar_exp import runs
+    from cifar_exp import train as training
+    from cifar_exp.config import compose
+    from cifar_exp.data import load_cifar10
+
+    if autotune:  # the pipelines as they were: tf.data's default, autotuning on
+        built = training.make_dataset
+
+        def tuned(*args: Any, **kwargs: Any) -> Any:
+            options = tf.data.Options()
+            options.autotune.enabled = True
+            return built(*args, **kwargs).with_options(options)
+
+        training.make_dataset = tuned  # type: ignore[assignment]
+    marks: dict[str, float] = {}
+    callbacks = keras.callbacks.CallbackList
+    begin, end = callbacks.on_train_begin, callbacks.on_train_end
+
+    def on_train_begin(self: Any, logs: dict | None = None) -> None:
+        marks["begin"] = time.perf_counter()
+        begin(self, logs)
+
+    def on_train_end(self: Any, logs: dict | None = None) -> None:
+        end(self, logs)  # every callback's, the tracking's included
+        marks["end"] = time.perf_counter()
+
+    callbacks.on_train_begin, callbacks.on_train_end = on_train_begin, on_train_end
+    fit = keras.Model.fit
+
+    def timed_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        history = fit(self, *args, **kwargs)
+        marks["returned"] = time.perf_counter()
+        return history
+
+    keras.Model.fit = timed_fit  # type: ignore[method-assign]
+
+    cfg = compose([*overrides, "trainer.verbose=0"])
+    result = runs.train_tracked(cfg, load_cifar10(cfg.data), verbose="0")
+    return {
+        "callbacks_end_s": marks["end"] - marks["begin"],
+        "wait_s": marks["returned"] - marks["end"],
+        "test_accuracy": result.test.accuracy if result.test else None,
+    }
+
+
+def _case(overrides: list[str], autotune: bool) -> dict[str, Any]:
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import fit_end; "
+        "print(json.dumps(fit_end.measure(json.loads(sys.argv[2]), sys.argv[3] == '1')))"
+    )
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, here, json.dumps(overrides), "1" if autotune else "0"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode:
+        raise SystemExit(f"error: case {overrides} failed: {proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from scipy.stats import fisher_exact
+
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=4, help="alternated repeats")
+    p.add_argument("--images", type=int, default=20000, help="training images per run")
+    p.add_argument("overrides", nargs="*", help="config overrides for every case")
+    args = p.parse_intermixed_args()
+    tracking = Path(args.out) / "fit_end_mlruns"
+    overrides = [
+        *common.data_overrides(args.data),
+        f"data.limit_train={args.images}",
+        "data.validation=test",
+        "trainer.epochs=1",
+        "tracking.log_model=false",
+        f"tracking.dir={tracking}",
+        *args.overrides,
+    ]
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+
+    def run(name: str) -> Any:
+        def go() -> float:
+            got[name].append(_case(overrides, autotune=name == "autotune on"))
+            print(f"  {name}: {got[name][-1]}", flush=True)
+            return got[name][-1]["wait_s"]
+
+        return go
+
+    common.alternate({name: run(name) for name in CASES}, args.repeats)
+    stalls = {name: sum(r["wait_s"] > STALL_S for r in got[name]) for name in CASES}
+    _, p_value = fisher_exact([[stalls[name], len(got[name]) - stalls[name]] for name in CASES])
+    accuracies = {r["test_accuracy"] for runs_ in got.values() for r in runs_}
+    rows = []
+    for name in CASES:
+        wait = common.stats([r["wait_s"] for r in got[name]])
+        end = common.stats([r["callbacks_end_s"] for r in got[name]])
+        rows.append(
+            {
+                "case": name,
+                "runs": len(got[name]),
+                f"stalls (> {STALL_S} s)": stalls[name],
+                "wait after the callbacks, s (median, range)": (
+                    f"{wait['median']:.2f} ({wait['min']:.2f}-{wait['max']:.2f})"
+                ),
+                "callbacks ended at, s (median)": round(end["median"], 1),
+                "fit returned at, s (each run)": ", ".join(
+                    f"{r['callbacks_end_s'] + r['wait_s']:.1f}" for r in got[name]
+                ),
+            }
+        )
+    common.write(
+        "fit_end",
+        args.out,
+        {
+            "repeats": args.repeats,
+            "images": args.images,
+            "overrides": overrides,
+            "fisher_exact_p": p_value,
+            "same_test_accuracy": len(accuracies) == 1,
+            "raw": got,
+        },
+        rows,
+        f"The wait at the end of fit: stall counts differ by Fisher's exact test p = "
+        f"{p_value:.3g}; test accuracy the same in every run: {len(accuracies) == 1}",
+    )
+
+
+if __name__ == "__main__":
+    main()
