@@ -77,6 +77,25 @@ def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _signal_state_restored():
+    """A test that runs `main()` in this process installs its signal handlers and its
+    unraisable hook (`interrupts.terminate_as_interrupt`): each test leaves them as it
+    found them, with no interrupt pending."""
+    import signal
+    import sys
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    hook = sys.unraisablehook
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+    sys.unraisablehook = hook
+    from cifar_exp import interrupts
+
+    interrupts.forget()
+
+
 @pytest.fixture(scope="session")
 def cifar_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar"))

@@ -216,8 +216,8 @@ def test_pipeline_keeps_to_its_own_threads_with_the_same_batches():
 def test_pipelines_run_without_tf_datas_autotuning_thread():
     """The autotuning model's thread sleeps between rounds whose gaps double, and destroying
     the iterator at the end of `fit` waited for it to wake: up to 5 s per 20-s training
-    (docs/benchmarks.md). Every pipeline of a training and of a prediction pass is built
-    without it, with the same batches."""
+    (docs/benchmarks.md). Every pipeline `make_dataset` builds (training, validation, test
+    pass) is built without it, with the same batches."""
     import tensorflow as tf
 
     x = np.random.default_rng(3).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)

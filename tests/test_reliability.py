@@ -224,19 +224,16 @@ class _SwallowsACtrlC:
 
 @pytest.fixture()
 def handlers():
-    """The signal handlers `python -m cifar_exp` installs, for an in-process test."""
+    """The signal handlers `python -m cifar_exp` installs, for an in-process test (conftest
+    puts the previous ones back)."""
     from cifar_exp import interrupts
 
-    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    hook = sys.unraisablehook
     interrupts.terminate_as_interrupt()
-    yield interrupts
-    signal.signal(signal.SIGINT, before[0])
-    signal.signal(signal.SIGTERM, before[1])
-    sys.unraisablehook = hook
-    interrupts.forget()
+    return interrupts
 
 
+# without the tool's unraisable hook pytest would report the swallowed KeyboardInterrupt
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_python_swallows_is_raised_at_the_next_checkpoint(handlers, capsys):
     _SwallowsACtrlC()  # deleted at once
     assert isinstance(handlers.pending(), KeyboardInterrupt)
@@ -259,6 +256,28 @@ def test_a_ctrl_c_python_swallows_between_trials_still_stops_the_sweep(handlers,
         sweep(cfg, Reporter())
     study = optuna.load_study(study_name="tiny", storage=storage_url(cfg))
     assert [t.state.name for t in study.trials] == ["COMPLETE"]  # not the 4 it would have run
+
+
+def test_a_ctrl_c_swallowed_after_the_last_checkpoint_still_exits_130(
+    monkeypatch, capsys, overrides
+):
+    import logging
+    import threading
+
+    from cifar_exp import __main__ as cli
+
+    def finishes(*args):
+        _SwallowsACtrlC()  # as if in the command's last garbage collection
+        return 0
+
+    monkeypatch.setattr(cli.COMMANDS["train"], "run", finishes)
+    saved = threading.excepthook, logging.root.handlers[:]  # main() sets them for the process
+    try:
+        assert cli.main(["train", *overrides]) == 130
+    finally:
+        threading.excepthook = saved[0]
+        logging.root.handlers[:] = saved[1]
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

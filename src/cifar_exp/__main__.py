@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         logs.setup(logging.WARNING if args.quiet else logging.INFO)
         logs.import_tensorflow_quietly()
-        return COMMANDS[args.command].run(cfg, console, args)
+        code = COMMANDS[args.command].run(cfg, console, args)
+        interrupts.checkpoint()  # a Ctrl-C swallowed after the last checkpoint: still 130
+        return code
     except UserError as e:  # a bad input, an unusable store or server: the message says which
         _error(errors, e)
     except _loaded("cifar_exp.train", "TrainingDiverged") as e:  # the run is recorded FAILED

@@ -83,6 +83,7 @@ def _stores(cfg: Config) -> str:
 def _interrupted(console: Console, e: KeyboardInterrupt, what: str) -> int:
     from cifar_exp import interrupts
 
+    interrupts.forget()  # handled here: the exit code says it
     console.print(
         f"[yellow]{interrupts.reason(e).split()[0]}:[/] what finished is saved; run the "
         f"same command again to resume the {what}"

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cifar_exp import interrupts
 from cifar_exp.config import Config, mask
 from cifar_exp.errors import UserError
 from cifar_exp.study.storage import retrying, storage_url
@@ -247,6 +248,7 @@ def run_server(
         code = proc.wait()
     except KeyboardInterrupt:
         _stop(proc)
+        interrupts.forget()  # the way to stop it: not an interruption of the command
         if console.is_terminal:  # after the "^C" the terminal echoed
             console.print()
         console.print(f"{name} stopped")

@@ -22,6 +22,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _pending: KeyboardInterrupt | None = None  # the first signal this process received
+_shown: Any = sys.unraisablehook  # what shows the other unraisable errors
 
 
 def _interrupt(signum: int) -> KeyboardInterrupt:
@@ -55,18 +56,20 @@ def forget() -> None:
 
 def _unraisable(info: Any) -> None:
     """An interrupt swallowed in a destructor is not shown as a traceback: `checkpoint()`
-    raises it where it can stop the work. Anything else is shown as Python shows it."""
+    raises it where it can stop the work. Anything else goes to the hook that was there."""
     if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
         return
-    sys.__unraisablehook__(info)
+    _shown(info)
 
 
 def terminate_as_interrupt() -> None:
     """From now on SIGINT and SIGTERM raise KeyboardInterrupt / `Terminated` in the main
     thread, and one Python swallows is raised again at the next `checkpoint()`."""
+    global _shown
     signal.signal(signal.SIGINT, stop_on)
     signal.signal(signal.SIGTERM, stop_on)
-    sys.unraisablehook = _unraisable
+    if sys.unraisablehook is not _unraisable:
+        _shown, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
 REASONS = ("terminated (SIGTERM)", "interrupted (Ctrl-C)")  # the failure reasons it gives

@@ -17,6 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from cifar_exp import interrupts
+
 # the callbacks are part of train's API
 from cifar_exp.callbacks import PLAIN_LOSS, EpochCounter, EpochRecorder, FreezeAfter, Lookahead
 from cifar_exp.callbacks import EpochHook as EpochHook
@@ -256,6 +258,7 @@ def train(
         verbose=_verbose(verbose or t.verbose),
     )
     train_time = time.perf_counter() - start
+    interrupts.checkpoint()  # swallowed in the last epoch's callbacks: no test pass, no logging
     model = with_shift_tta(cfg.model, model)
     test = final.evaluation if final else None
     if evaluate_test and test is None:  # not on the test set, or stopped before the last epoch
