@@ -78,7 +78,14 @@ def test_stratified_indices_keeps_class_shares():
 def test_second_load_comes_from_the_cache(cifar_tarball, tmp_path, monkeypatch):
     cfg = data_cfg(cifar_tarball, tmp_path / "cache")
     first = load_cifar10(cfg)
-    assert list((tmp_path / "cache").glob("cifar10-*.npz"))
+    (cached,) = (tmp_path / "cache").glob("cifar10-*")
+    assert sorted(f.name for f in cached.iterdir()) == [
+        "sha256",
+        "x_test.npy",
+        "x_train.npy",
+        "y_test.npy",
+        "y_train.npy",
+    ]
 
     def boom(_):
         raise AssertionError("source decoded again")
@@ -87,6 +94,32 @@ def test_second_load_comes_from_the_cache(cifar_tarball, tmp_path, monkeypatch):
     second = load_cifar10(cfg)
     np.testing.assert_array_equal(first.x_train, second.x_train)
     assert second.info["sha256"] == first.info["sha256"]
+    # in memory and writable, not views of the read-only memory-mapped cache
+    for a in (second.x_train, second.y_train, second.x_val, second.x_test, second.y_test):
+        assert type(a) is np.ndarray and a.flags.writeable
+
+
+def test_a_damaged_cache_is_rebuilt(cifar_tarball, tmp_path, caplog):
+    cfg = data_cfg(cifar_tarball, tmp_path / "cache", validation="test")
+    first = load_cifar10(cfg)
+    (cached,) = (tmp_path / "cache").glob("cifar10-*")
+    (cached / "x_train.npy").write_bytes((cached / "x_train.npy").read_bytes()[:1000])
+    second = load_cifar10(cfg)
+    assert "ignoring unreadable cache" in caplog.text
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    third = load_cifar10(cfg)  # the rebuilt cache is whole again
+    np.testing.assert_array_equal(first.x_train, third.x_train)
+    assert third.x_val is third.x_test  # the test set read once, as the validation set
+
+
+def test_a_cache_of_the_wrong_shape_is_not_trusted(cifar_tarball, tmp_path, caplog):
+    cfg = data_cfg(cifar_tarball, tmp_path / "cache")
+    first = load_cifar10(cfg)
+    (cached,) = (tmp_path / "cache").glob("cifar10-*")
+    np.save(cached / "y_train.npy", np.zeros(3, np.int64))
+    second = load_cifar10(cfg)
+    assert "ignoring unreadable cache" in caplog.text
+    np.testing.assert_array_equal(first.y_train, second.y_train)
 
 
 class _Evil:

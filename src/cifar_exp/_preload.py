@@ -43,3 +43,12 @@ LAZY = (
 for _name in LAZY:
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
+
+# Logging a model, MLflow checks its pinned requirements against the installed packages
+# through a map of every installed distribution's modules, built once per process (about
+# 0.6 s here, most of a trial's model logging): built here, every trial forks with it. A
+# private helper: if MLflow renames it, trials build the map themselves, as before.
+with contextlib.suppress(Exception):
+    from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+    _init_modules_to_packages_map()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,9 @@ CLASS_NAMES = (
 NUM_CLASSES = 10
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
-CACHE_VERSION = 1
+# 2: a folder of .npy files, memory-mapped (1: one .npz, read whole every time)
+CACHE_VERSION = 2
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 @dataclass
@@ -77,28 +81,52 @@ def _download_official() -> Path:
 def _cache_path(source: Path, cache_dir: Path) -> Path:
     stat = source.stat()
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}"
-    return cache_dir / f"cifar10-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    return cache_dir / f"cifar10-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
+def _read_cache(cached: Path) -> tuple[dict[str, np.ndarray], str]:
+    """The cached arrays, memory-mapped (only the pages a split touches are read); raises if
+    the folder is not a whole cache of images and labels."""
+    arrays = {k: np.load(cached / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
+    for x, y in ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])):
+        if x.dtype != np.uint8 or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
+            raise ValueError(f"arrays of shape {x.shape} ({x.dtype}) and {y.shape}")
+    return arrays, (cached / "sha256").read_text().strip()
+
+
+def _write_cache(cached: Path, arrays: dict[str, np.ndarray], sha: str) -> None:
+    """The arrays as .npy files in a folder made whole, then renamed into place: a reader sees
+    a complete cache or none, and of two processes writing at once one copy wins."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{cached.name}.", suffix=".tmp", dir=cached.parent))
+    try:
+        for k in _ARRAYS:
+            np.save(tmp / f"{k}.npy", arrays[k])
+        (tmp / "sha256").write_text(sha)
+        tmp.rename(cached)
+    except OSError:
+        if not cached.is_dir():  # another process's rename won otherwise: not an error
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_arrays(source: Path, cache_dir: Path | None) -> tuple[dict[str, np.ndarray], str]:
-    """Decoded arrays of a source, from the uint8 cache when it is fresh; also the sha256."""
+    """Decoded arrays of a source, from the uint8 cache when it is fresh (memory-mapped,
+    read-only: `split` copies what it keeps); also the sha256."""
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "cifar_exp").expanduser()
     cached = _cache_path(source, cache_dir)
-    if cached.is_file():
+    if cached.is_dir():
         try:
-            with np.load(cached) as npz:
-                arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-                return arrays, str(npz["sha256"])
-        except Exception as e:  # a half-written cache is rebuilt, never trusted
+            return _read_cache(cached)
+        except Exception as e:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s)", cached, e)
+            shutil.rmtree(cached, ignore_errors=True)
     x_train, y_train, x_test, y_test = read_source(source)
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     sha = sha256(source)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, sha256=np.array(sha), **arrays)
-        tmp.replace(cached)
+        _write_cache(cached, arrays, sha)
     except OSError as e:
         log.warning("could not cache decoded arrays in %s (%s)", cache_dir, e)
     return arrays, sha
@@ -147,7 +175,11 @@ def split(arrays: dict[str, np.ndarray], cfg: DataConfig) -> tuple[np.ndarray, .
     if cfg.limit_train is not None:
         keep = stratified_indices(y_train, cfg.limit_train, rng)
         x_train, y_train = x_train[keep], y_train[keep]
-    return x_train, y_train, x_val, y_val, x_test, y_test
+    parts = (x_train, y_train, x_val, y_val, x_test, y_test)
+    # what is still the memory-mapped cache is read into memory, once per array (validating on
+    # the test set keeps x_val the same array as x_test): the cache itself stays read-only
+    owned = {id(a): np.array(a) for a in parts if isinstance(a, np.memmap)}
+    return tuple(owned.get(id(a), a) for a in parts)
 
 
 def load_cifar10(cfg: DataConfig) -> Splits:
