@@ -2,6 +2,7 @@ import io
 import os
 import pickle
 import tarfile
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_second_load_comes_from_the_cache(cifar_tarball, tmp_path, monkeypatch):
         assert type(a) is np.ndarray and a.flags.writeable
 
 
-def test_a_damaged_cache_is_rebuilt(cifar_tarball, tmp_path, caplog):
+def test_a_damaged_cache_is_rebuilt(cifar_tarball, tmp_path, caplog, monkeypatch):
     cfg = data_cfg(cifar_tarball, tmp_path / "cache", validation="test")
     first = load_cifar10(cfg)
     (cached,) = (tmp_path / "cache").glob("cifar10-*")
@@ -107,9 +108,62 @@ def test_a_damaged_cache_is_rebuilt(cifar_tarball, tmp_path, caplog):
     second = load_cifar10(cfg)
     assert "ignoring unreadable cache" in caplog.text
     np.testing.assert_array_equal(first.x_train, second.x_train)
+    caplog.clear()
+
+    def boom(_):
+        raise AssertionError("source decoded again")
+
+    monkeypatch.setattr(data, "read_source", boom)
     third = load_cifar10(cfg)  # the rebuilt cache is whole again
+    assert "ignoring unreadable cache" not in caplog.text
     np.testing.assert_array_equal(first.x_train, third.x_train)
-    assert third.x_val is third.x_test  # the test set read once, as the validation set
+    # the test set read once, as the validation set (train.py relies on it)
+    assert third.x_val is third.x_test and third.y_val is third.y_test
+
+
+def test_the_cache_folder_is_made_with_the_umask(cifar_tarball, tmp_path):
+    old = os.umask(0o022)
+    try:
+        load_cifar10(data_cfg(cifar_tarball, tmp_path / "cache"))
+    finally:
+        os.umask(old)
+    (cached,) = (tmp_path / "cache").glob("cifar10-*")
+    assert cached.stat().st_mode & 0o777 == 0o755  # others can read a shared cache
+
+
+def test_what_earlier_caches_left_is_removed_and_nothing_else(cifar_tarball, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old_format = cache / "cifar10-0123456789abcdef.npz"
+    killed = cache / "cifar10-0123456789abcdef.41.0badf00d.tmp"
+    writing = cache / "cifar10-fedcba9876543210.42.0badf00d.tmp"  # another process, now
+    theirs = cache / "cifar10-mine.npz"
+    for path in (killed, writing):
+        path.mkdir()
+        (path / "x_train.npy").write_bytes(b"partial")
+    old_format.write_bytes(b"old")
+    theirs.write_bytes(b"a file the user keeps here")
+    two_hours_ago = time.time() - 7200
+    os.utime(killed, (two_hours_ago, two_hours_ago))
+    load_cifar10(data_cfg(cifar_tarball, cache))
+    assert not old_format.exists() and not killed.exists()
+    assert writing.is_dir() and theirs.read_bytes() == b"a file the user keeps here"
+
+
+def test_a_folder_in_the_caches_way_is_reported_not_trusted(
+    cifar_tarball, tmp_path, caplog, monkeypatch
+):
+    cfg = data_cfg(cifar_tarball, tmp_path / "cache")
+    first = load_cifar10(cfg)
+    (cached,) = (tmp_path / "cache").glob("cifar10-*")
+    for f in cached.iterdir():
+        f.unlink()
+    (cached / "notes.txt").write_text("not a cache")
+    # a folder that cannot be removed (another user's, say): its contents stay, the rename fails
+    monkeypatch.setattr(data.shutil, "rmtree", lambda *a, **k: None)
+    second = load_cifar10(cfg)
+    assert "could not cache" in caplog.text and "not a readable cache" in caplog.text
+    np.testing.assert_array_equal(first.x_train, second.x_train)
 
 
 def test_a_cache_of_the_wrong_shape_is_not_trusted(cifar_tarball, tmp_path, caplog):

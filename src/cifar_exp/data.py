@@ -7,10 +7,14 @@ Flow: `load_cifar10(cfg.data)` -> `Splits` of uint8 arrays (train / val / test) 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
+import os
 import shutil
-import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,18 +101,44 @@ def _read_cache(cached: Path) -> tuple[dict[str, np.ndarray], str]:
 def _write_cache(cached: Path, arrays: dict[str, np.ndarray], sha: str) -> None:
     """The arrays as .npy files in a folder made whole, then renamed into place: a reader sees
     a complete cache or none, and of two processes writing at once one copy wins."""
+    _tidy(cached.parent)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{cached.name}.", suffix=".tmp", dir=cached.parent))
+    # made as any new folder is (os.mkdir applies the umask; tempfile.mkdtemp's would be 0700)
+    tmp = cached.parent / f"{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
     try:
         for k in _ARRAYS:
             np.save(tmp / f"{k}.npy", arrays[k])
         (tmp / "sha256").write_text(sha)
-        tmp.rename(cached)
-    except OSError:
-        if not cached.is_dir():  # another process's rename won otherwise: not an error
-            raise
+        try:
+            tmp.rename(cached)
+        except OSError as e:  # a folder is there: another process's rename won, if it reads
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            try:
+                _read_cache(cached)
+            except Exception as bad:
+                raise OSError(f"{cached} is in the way and not a readable cache ({bad})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tidy(cache_dir: Path) -> None:
+    """Removes what earlier writes left: caches of the old format (one .npz each) and
+    temporary folders over an hour old (a process killed while writing one)."""
+    key = "cifar10-" + "[0-9a-f]" * 16  # only names this module gives its caches
+    stale = [*cache_dir.glob(f"{key}.npz")]
+    for tmp in cache_dir.glob(f"{key}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > 3600:
+                stale.append(tmp)
+    for path in stale:
+        log.info("removing %s, left by an earlier cache", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def load_arrays(source: Path, cache_dir: Path | None) -> tuple[dict[str, np.ndarray], str]:
