@@ -86,6 +86,34 @@ def alternate(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
     return out
 
 
+def in_fresh_process(
+    module: str,
+    function: str,
+    args: list | tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    what: str = "case",
+) -> Any:
+    """`module.function(*args, **kwargs)` (a module in benchmarks/) in a fresh Python process,
+    logging quiet: its JSON result. For settings fixed when TensorFlow starts (threads, XLA,
+    the Keras backend) and for timings that include a process's own start-up and end."""
+    import subprocess
+
+    code = (
+        "import importlib, json, sys; sys.path.insert(0, sys.argv[1]); import common; "
+        "common.quiet(); f = getattr(importlib.import_module(sys.argv[2]), sys.argv[3]); "
+        "print(json.dumps(f(*json.loads(sys.argv[4]), **json.loads(sys.argv[5]))))"
+    )
+    argv = [str(Path(__file__).resolve().parent), module, function]
+    argv += [json.dumps(list(args)), json.dumps(kwargs or {})]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
+    )
+    if proc.returncode:
+        raise SystemExit(f"error: {what} failed: {proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()

@@ -16,8 +16,6 @@ Fisher's exact test compares the cases' stall counts.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,22 +80,6 @@ def measure(overrides: list[str], autotune: bool) -> dict[str, Any]:
     }
 
 
-def _case(overrides: list[str], autotune: bool) -> dict[str, Any]:
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import fit_end; "
-        "print(json.dumps(fit_end.measure(json.loads(sys.argv[2]), sys.argv[3] == '1')))"
-    )
-    here = str(Path(__file__).resolve().parent)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, here, json.dumps(overrides), "1" if autotune else "0"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode:
-        raise SystemExit(f"error: case {overrides} failed: {proc.stderr.strip()[-400:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     from scipy.stats import fisher_exact
 
@@ -120,7 +102,11 @@ def main() -> None:
 
     def run(name: str) -> Any:
         def go() -> float:
-            got[name].append(_case(overrides, autotune=name == "autotune on"))
+            got[name].append(
+                common.in_fresh_process(
+                    "fit_end", "measure", (overrides, name == "autotune on"), what=name
+                )
+            )
             print(f"  {name}: {got[name][-1]}", flush=True)
             return got[name][-1]["wait_s"]
 

@@ -17,8 +17,6 @@ threads must agree: the benchmark checks that they do.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,20 +65,6 @@ def measure(overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def _case(overrides: list[str]) -> dict[str, Any]:
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import input_threads; "
-        "print(json.dumps(input_threads.measure(json.loads(sys.argv[2]))))"
-    )
-    here = str(Path(__file__).resolve().parent)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, here, json.dumps(overrides)], capture_output=True, text=True
-    )
-    if proc.returncode:
-        raise SystemExit(f"error: case {overrides} failed: {proc.stderr.strip()[-400:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--settings", default="airbench,reference", help="of: airbench, reference")
@@ -98,7 +82,11 @@ def main() -> None:
 
         def run(name: str, cases: dict = cases, got: dict = got) -> Any:
             def go() -> float:
-                got[name].append(_case([*data, *cases[name]]))
+                got[name].append(
+                    common.in_fresh_process(
+                        "input_threads", "measure", ([*data, *cases[name]],), what=name
+                    )
+                )
                 return got[name][-1]["seconds"]
 
             return go

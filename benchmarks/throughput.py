@@ -90,25 +90,17 @@ def _in_subprocess(
 ) -> dict:
     """A case in a fresh process: XLA (deterministic ops, on in this one, disable it), thread
     counts (fixed when TensorFlow starts) and other Keras backends (chosen at import)."""
-    import json
     import os
-    import subprocess
 
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import common, throughput; "
-        "common.quiet(); "
-        "print(json.dumps(throughput.measure(sys.argv[2], sys.argv[3], int(sys.argv[4]), "
-        "float(sys.argv[5]), **json.loads(sys.argv[6]))))"
-    )
-    here = str(Path(__file__).resolve().parent)
-    args = [here, model, precision, str(batch), str(seconds), json.dumps(kw)]
     env = {**os.environ, "KERAS_BACKEND": backend} if backend else None
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
+    return common.in_fresh_process(
+        "throughput",
+        "measure",
+        (model, precision, batch, seconds),
+        kw,
+        env=env,
+        what=f"case {model} {backend or ''}",
     )
-    if out.returncode:
-        raise SystemExit(f"error: case {model} {backend or ''} failed: {out.stderr.strip()[-300:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def paired(batch: int, spes: list[int], seconds: float, rounds: int) -> dict[str, list[float]]:
@@ -146,23 +138,12 @@ def paired(batch: int, spes: list[int], seconds: float, rounds: int) -> dict[str
 
 def paired_levers(args) -> None:
     """`--paired`: steps_per_execution by batch, alternated within one process."""
-    import json
-    import subprocess
-
     spes = [int(n) for n in args.spe.split(",")]
     rows, raw = [], {}
-    here = str(Path(__file__).resolve().parent)
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import common, throughput; "
-        "common.quiet(); print(json.dumps(throughput.paired(int(sys.argv[2]), "
-        "json.loads(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))))"
-    )
     for batch in (int(b) for b in args.spe_batches.split(",")):
-        argv = [here, str(batch), json.dumps(spes), str(args.seconds), str(args.repeats)]
-        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"error: batch {batch} failed: {proc.stderr.strip()[-300:]}")
-        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        got = common.in_fresh_process(
+            "throughput", "paired", (batch, spes, args.seconds, args.repeats), what=f"batch {batch}"
+        )
         raw[batch] = got
         base = got[str(spes[0])]
         for spe in spes:
