@@ -21,14 +21,15 @@ from cifar_exp.tracking import tracking_uri
 from .conftest import REPO
 
 
-def _cli(*args, cwd=REPO, env=None, timeout=300):
+def _cli(*args, cwd=REPO, env=None, timeout=300, **streams):
+    """`python -m cifar_exp ARGS`, its output captured unless `streams` say otherwise."""
     return subprocess.run(
         [sys.executable, "-m", "cifar_exp", *args],
         cwd=cwd,
-        capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, "CIFAR_EXP_RETRY_DELAYS": "0.1", **(env or {})},
+        **(streams or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}),
     )
 
 
@@ -411,3 +412,69 @@ def test_a_result_mlflow_cannot_record_is_still_shown(monkeypatch, capsys, overr
     client = mlflow.MlflowClient(tracking_uri(compose(overrides).tracking))
     (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
     assert run.info.status == "FAILED" and "disk is full" in run.data.tags["failure_reason"]
+
+
+# --------------------------------------------------------------------------- closed outputs
+
+
+def _head_1(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """`python -m cifar_exp ARGS | head -1`: the first line read, then the pipe closed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar_exp", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, first, err
+
+
+def test_a_closed_pipe_stops_train_as_sigpipe_would(overrides, workdir):
+    """`train | head -1`: the reader went away. The work stops as a Unix tool's does (exit
+    141), with one line on stderr, and the run is closed KILLED with its reason: not a
+    broken pipe reported as a bug, not a FAILED run."""
+    code, first, err = _head_1(["train", *overrides, "trainer.epochs=3"], workdir)
+    assert first.strip()
+    assert code == 141, err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    assert [ln for ln in err.splitlines() if ln.strip()][-1] == (
+        "stopped (its output was closed: broken pipe)"
+    )
+    client = mlflow.MlflowClient(tracking_uri(compose(overrides).tracking))
+    experiment = client.get_experiment_by_name("cifar10").experiment_id
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == "stopped (its output was closed: broken pipe)"
+
+
+def test_help_into_a_closed_pipe_is_quiet(workdir):
+    code, first, err = _head_1(["--help"], workdir)
+    assert first.startswith("usage:") and code in (0, 141) and err == "", err
+
+
+def test_a_closed_stdout_is_no_traceback(overrides, workdir):
+    """`>&-`: what would be printed goes nowhere, and no file the process opens (the MLflow
+    store) takes the free descriptor 1 and receives it."""
+    proc = _cli(
+        "train",
+        *overrides,
+        "trainer.epochs=1",
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    client = mlflow.MlflowClient(tracking_uri(compose(overrides).tracking))
+    experiment = client.get_experiment_by_name("cifar10").experiment_id
+    assert [r.info.status for r in client.search_runs([experiment])] == ["FINISHED"]
+
+
+def test_reproduce_where_there_is_no_store_makes_none(tmp_path):
+    proc = _cli("reproduce", "0" * 32, f"tracking.dir={tmp_path / 'nostore'}", cwd=tmp_path)
+    _one_error_line(proc, f"{'0' * 32}: no such MLflow run in {tmp_path / 'nostore'}")
+    assert not (tmp_path / "nostore").exists()

@@ -58,10 +58,16 @@ def test_a_new_study_starts_from_the_best_of_an_earlier_one(study_cfg):
 
 
 def test_warm_start_from_a_missing_study_is_one_clear_error(study_cfg):
+    """Refused before anything is made: no empty study left behind; and refused as well when
+    the study resumes (a misspelt name is not ignored)."""
     cfg, _, _ = study_cfg
     bad = with_overrides(cfg, {"search.study_name": "fresh", "search.warm_start": "nope"})
     with pytest.raises(ConfigError, match="no study 'nope'"):
         open_study(bad, parse_space(bad), storage_url(bad))
+    assert "fresh" not in optuna.get_all_study_names(storage_url(bad))
+    resumed = with_overrides(bad, {"search.study_name": cfg.search.study_name})
+    with pytest.raises(ConfigError, match="no study 'nope'"):
+        open_study(resumed, parse_space(resumed), storage_url(resumed))
 
 
 def test_constraints_are_checked_and_decide_the_best(overrides):
@@ -111,9 +117,65 @@ def test_only_an_interrupted_trial_is_queued_again():
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     for number in (0, 1):
-        requeue_interrupted(study, number, max_retry=1)
+        requeue_interrupted(study, number)
     waiting = [t for t in study.trials if t.state.name == "WAITING"]
     assert [t.system_attrs["failed_trial"] for t in waiting] == [0]
+
+
+def _stop_next(study: optuna.Study, reason: str) -> int:
+    """The next queued trial runs and is stopped with `reason`; returns its number."""
+    trial = study.ask()
+    trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return trial.number
+
+
+def test_a_trial_interrupted_again_and_again_is_always_queued_again():
+    """A stop the user asked for is not the configuration's failure: however often its
+    retries are interrupted, its parameters run when the study resumes."""
+    from cifar_exp.study.storage import requeue_interrupted
+
+    study = optuna.create_study()
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    first.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    requeue_interrupted(study, first.number)
+    for reason in ("terminated (SIGTERM)", "interrupted (Ctrl-C)"):
+        requeue_interrupted(study, _stop_next(study, reason))
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert [(t.params, t.system_attrs["retry_history"]) for t in waiting] == [
+        (first.params, [0, 1, 2])
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked and told by hand
+def test_interrupted_attempts_do_not_count_against_max_retry(tmp_path):
+    """A trial interrupted twice whose next attempt loses its worker is still retried once
+    (search.max_retry=1), and once only."""
+    from cifar_exp.config import compose
+    from cifar_exp.study.storage import make_storage, requeue_interrupted
+
+    cfg = compose([f"tracking.dir={tmp_path}", "search.max_retry=1"])
+    storage = make_storage(cfg.search, f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(storage=storage)
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    first.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    requeue_interrupted(study, first.number)
+    requeue_interrupted(study, _stop_next(study, "interrupted (Ctrl-C)"))
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for _ in range(2):  # two attempts in a row lose their worker
+        lost = study.ask()
+        study.tell(lost, state=optuna.trial.TrialState.FAIL)
+        callback(study, study.trials[lost.number])
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert [t.system_attrs["retry_history"] for t in waiting] == []
+    assert [t.system_attrs.get("retry_history") for t in study.trials] == [
+        None,
+        [0],
+        [0, 1],
+        [0, 1, 2],
+    ]
 
 
 def test_warm_start_keeps_only_values_the_new_space_holds():

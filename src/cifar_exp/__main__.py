@@ -257,10 +257,20 @@ def _target_overrides(command: str, target: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
-    parser = _parser()
-    args = _split_args(parser, argv)
+    from cifar_exp import interrupts
+
+    interrupts.guard_output()  # a closed stdout is /dev/null; a broken one stops (`| head`)
+    try:
+        return _main(argv)
+    except interrupts.OutputClosed as e:  # outside a command (`--help | head`): quietly
+        return interrupts.exit_code(e)
+
+
+def _main(argv: list[str] | None) -> int:
     from cifar_exp import interrupts, logs
 
+    parser = _parser()
+    args = _split_args(parser, argv)
     if args.command != "gui":  # Tk's loop would only see the signal at its next event
         interrupts.terminate_as_interrupt()
     target = args.targets[0] if args.targets else None

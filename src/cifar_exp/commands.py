@@ -84,6 +84,10 @@ def _interrupted(console: Console, e: KeyboardInterrupt, what: str) -> int:
     from cifar_exp import interrupts
 
     interrupts.forget()  # handled here: the exit code says it
+    if isinstance(e, interrupts.OutputClosed):  # said where it can still be read
+        from rich.console import Console
+
+        console = Console(stderr=True)
     console.print(
         f"[yellow]{interrupts.reason(e).split()[0]}:[/] what finished is saved; run the "
         f"same command again to resume the {what}"

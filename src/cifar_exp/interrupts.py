@@ -7,18 +7,29 @@ Python raises a signal's exception wherever the main thread is, and where that i
 collector's callback or a `__del__` (SQLAlchemy and TensorFlow run many) it prints "Exception
 ignored in ..." and goes on: the interrupt is lost and the work runs to its end. So the
 handlers here also remember the signal, and `checkpoint()`, called wherever new work begins
-(a trial, an epoch, a message from a trial process), raises it again if it was swallowed."""
+(a trial, an epoch, a message from a trial process), raises it again if it was swallowed.
+
+A closed output is a third way to be stopped: when the program reading it goes away (`| head`)
+the work stops as a Unix tool is stopped by SIGPIPE (exit 141), along the same path, instead of
+failing with a broken pipe wherever the next line happened to be written."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived; travels every path a Ctrl-C travels."""
+
+
+class OutputClosed(KeyboardInterrupt):
+    """The program reading the output went away (`| head`); stops the work as SIGPIPE would."""
 
 
 _pending: KeyboardInterrupt | None = None  # the first signal this process received
@@ -31,8 +42,11 @@ def _interrupt(signum: int) -> KeyboardInterrupt:
 
 def stop_on(signum: int, frame: FrameType | None = None) -> None:
     """A signal handler: remembers the first SIGINT or SIGTERM, and raises it as Ctrl-C is."""
+    _stop(_interrupt(signum))
+
+
+def _stop(e: KeyboardInterrupt) -> None:
     global _pending
-    e = _interrupt(signum)
     if _pending is None:
         _pending = e
     raise e
@@ -72,13 +86,78 @@ def terminate_as_interrupt() -> None:
         _shown, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
-REASONS = ("terminated (SIGTERM)", "interrupted (Ctrl-C)")  # the failure reasons it gives
+class _Guarded:
+    """A standard stream whose reader going away (a broken pipe) stops the work with
+    `OutputClosed`, raised in the main thread (in another, at its next `checkpoint()`); the
+    stream's descriptor then points at /dev/null, so that what is still written (the runs'
+    closing lines, the interpreter's last flush) goes nowhere instead of failing again."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())
+        os.close(null)
+        with contextlib.suppress(OSError, ValueError):  # what the buffer still held
+            self._stream.flush()
+        if threading.current_thread() is threading.main_thread():
+            _stop(OutputClosed())
+        global _pending
+        if _pending is None:
+            _pending = OutputClosed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_output() -> None:
+    """The standard streams made safe to write to: a descriptor the caller closed (`>&-`)
+    is opened on /dev/null (else the next file this process opens, a database say, would take
+    its number and receive what is printed), and a broken pipe on stdout or stderr stops the
+    work as SIGPIPE would (`_Guarded`)."""
+    while True:  # os.open takes the lowest free descriptor: stops once 0, 1 and 2 are open
+        fd = os.open(os.devnull, os.O_RDWR)
+        if fd > 2:
+            os.close(fd)
+            break
+    for name in ("stdin", "stdout", "stderr"):
+        if getattr(sys, name) is None:  # Python found the descriptor closed at start-up
+            fd = ("stdin", "stdout", "stderr").index(name)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), _Guarded):
+            setattr(sys, name, _Guarded(getattr(sys, name)))
+
+
+REASONS = (  # the failure reasons it gives
+    "terminated (SIGTERM)",
+    "interrupted (Ctrl-C)",
+    "stopped (its output was closed: broken pipe)",
+)
 
 
 def reason(e: BaseException) -> str:
     """What stopped the work, for a run's or a trial's failure reason."""
-    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+    if isinstance(e, OutputClosed):
+        return REASONS[2]
+    return REASONS[0] if isinstance(e, Terminated) else REASONS[1]
 
 
 def exit_code(e: BaseException) -> int:
+    if isinstance(e, OutputClosed):
+        return 128 + signal.SIGPIPE
     return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)

@@ -19,7 +19,7 @@ from cifar_exp.keras_files import ModelNotFound as ModelNotFound
 from cifar_exp.keras_files import ModelRefused as ModelRefused
 from cifar_exp.keras_files import load_keras_file
 from cifar_exp.stores import created_elsewhere
-from cifar_exp.tracking import embedded_store, setup
+from cifar_exp.tracking import missing_store, setup
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,8 @@ def load_with_file(reference: str | None, cfg: Config) -> tuple[Any, str, Path]:
             raise ModelNotFound(f"{uri}: no such model file")
         return load_keras_file(path, uri), str(path.resolve()), path
     hint = " (no study has registered a champion yet)" if reference is None else ""
-    store = embedded_store(cfg.tracking)
-    if store is not None and not store.is_file():  # nothing to find there: make nothing
+    store = missing_store(cfg.tracking)
+    if store is not None:  # nothing to find there: make nothing
         raise ModelNotFound(f"{uri}: no MLflow store at {store}{hint}")
     setup(cfg.tracking)
     try:

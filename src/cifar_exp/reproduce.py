@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from cifar_exp import provenance
 from cifar_exp.config import MAX_SEED, METRICS, Config, ConfigError, with_overrides
 from cifar_exp.runs import train_tracked
-from cifar_exp.tracking import run_config, setup
+from cifar_exp.tracking import missing_store, run_config, setup
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,14 @@ def reproduce(
     against the replication's 95 % prediction interval."""
     if seeds == 1 or not 0 <= seeds <= 100:  # the bound of search.seeds and confirm.seeds
         raise ConfigError("reproduce --seeds: takes 0 (no replication) or 2 to 100 seeds")
+    where = cfg.tracking.uri or cfg.tracking.dir
+    if missing_store(cfg.tracking):  # nothing to find there: make nothing
+        raise ConfigError(f"{run_id}: no such MLflow run in {where} (no MLflow store there)")
     setup(cfg.tracking)
     client = MlflowClient()
     try:
         original = client.get_run(run_id)
     except MlflowException:
-        where = cfg.tracking.uri or cfg.tracking.dir
         raise ConfigError(f"{run_id}: no such MLflow run in {where}") from None
     recorded = run_config(run_id, cfg, overrides)
     # a pruned trial stopped early: repeat exactly the epochs it ran, on the same schedule

@@ -47,6 +47,13 @@ def embedded_store(cfg: TrackingConfig) -> Path | None:
     return None if cfg.uri else (Path(cfg.dir) / "mlflow.db").resolve()
 
 
+def missing_store(cfg: TrackingConfig) -> Path | None:
+    """The embedded store's file where there is none yet: a command that only looks runs up
+    finds nothing there, and must not make an empty store (`setup` would). None otherwise."""
+    store = embedded_store(cfg)
+    return store if store is not None and not store.is_file() else None
+
+
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store; returns the id of `tracking.experiment_name`."""
     uri = check_tracking(tracking_uri(cfg))

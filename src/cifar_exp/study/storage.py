@@ -47,12 +47,12 @@ def storage_url(cfg: Config, *, existing: bool = False) -> str:
     return url
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> bool:
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
     """Queue a trial that did not finish (its worker died, or it was interrupted) to run
-    again with its parameters, up to `max_retry` times (Optuna's retry callback, which
-    records `retry_history`); returns whether it was queued. What the failed attempt
-    recorded (its run, its failure reason) is not carried over to the retry; where its
-    parameters came from (a warm start) is."""
+    again with its parameters, up to `max_retry` times, None for no limit (Optuna's retry
+    callback, which records `retry_history`); returns whether it was queued. What the failed
+    attempt recorded (its run, its failure reason) is not carried over to the retry; where
+    its parameters came from (a warm start) is."""
     before = len(study.get_trials(deepcopy=False))
     fresh = copy.copy(trial)
     fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == "warm_start_from"}
@@ -60,21 +60,18 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int
     return len(study.get_trials(deepcopy=False)) > before
 
 
-def requeue_interrupted(study: optuna.Study, number: int | None, max_retry: int) -> None:
-    """The trial a Ctrl-C (or SIGTERM) stopped runs again, first, when the study resumes:
-    its parameters are queued as a dead worker's are, so its minutes are not lost to a new
-    draw of the sampler."""
+def requeue_interrupted(study: optuna.Study, number: int | None) -> None:
+    """The trial a Ctrl-C (or SIGTERM) stopped runs again, first, when the study resumes,
+    however often it was stopped before: its parameters are queued as a dead worker's are, so
+    its minutes are not lost to a new draw of the sampler."""
     if number is None:
         return
     with contextlib.suppress(Exception):  # the interrupt must not be lost to a storage error
         trial = study.trials[number]
         # only a trial the interrupt failed: not one that failed on its own before it
         stopped = trial.user_attrs.get("fail_reason") in interrupts.REASONS
-        if (
-            trial.state == optuna.trial.TrialState.FAIL
-            and stopped
-            and requeue(study, trial, max_retry)
-        ):
+        # every time: a stop the user asked for is not the configuration's failure
+        if trial.state == optuna.trial.TrialState.FAIL and stopped and requeue(study, trial, None):
             log.warning(
                 "trial %d was interrupted; its parameters run first when the study resumes",
                 number,
@@ -93,8 +90,22 @@ def make_storage(
     def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_stale is not None:
             on_stale(trial)
-        log.warning("trial %d lost its worker; failed and re-queued", trial.number)
-        requeue(study, trial, search.max_retry)
+        # attempts an interrupt stopped (`requeue_interrupted`) do not count against the limit
+        history = trial.system_attrs.get("retry_history", [])  # what Optuna's callback keeps
+        trials = study.get_trials(deepcopy=False)
+        stopped = sum(
+            trials[n].user_attrs.get("fail_reason") in interrupts.REASONS
+            for n in history
+            if n < len(trials)
+        )
+        if requeue(study, trial, search.max_retry + stopped):
+            log.warning("trial %d lost its worker; failed and re-queued", trial.number)
+        else:
+            log.warning(
+                "trial %d lost its worker; failed, not re-queued (search.max_retry=%d)",
+                trial.number,
+                search.max_retry,
+            )
 
     # SQLite waits for the other processes' locks; a server database drops dead connections
     # (a restarted server) instead of failing on them

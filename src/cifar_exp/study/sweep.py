@@ -51,6 +51,7 @@ from cifar_exp.study.trials import (
     own,
     primary,
 )
+from cifar_exp.study.warm import source as warm_source
 from cifar_exp.study.warm import warm_start
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ __all__ += ["summarize", "sweep"]
 def open_study(cfg: Config, space: list[Param], url: str, worker: int = 0) -> optuna.Study:
     """Create the study, or load it to resume; warns when its config has changed since."""
     tracking_cfg = cfg.tracking
+    earlier = warm_source(cfg, url)
     study = optuna.create_study(
         study_name=cfg.search.study_name,
         storage=make_storage(
@@ -85,7 +87,7 @@ def open_study(cfg: Config, space: list[Param], url: str, worker: int = 0) -> op
             f"{' ' + str(study.metric_names) if study.metric_names else ''}; "
             "use another search.study_name"
         )
-    warm_start(cfg, study, space, url)  # a new study only
+    warm_start(study, earlier, space, cfg.search.warm_start_top)  # a new study only
     if study.metric_names is None:  # dashboards then say val_accuracy, not "Objective 0"
         study.set_metric_names(objectives(cfg.search))
     comparable = {
@@ -170,7 +172,7 @@ def sweep(
                 _confirm(cfg, study, url, splits, parent, reporter)  # nothing left to train
     except KeyboardInterrupt:
         stopped = "interrupted"
-        requeue_interrupted(study, runner.number, cfg.search.max_retry)
+        requeue_interrupted(study, runner.number)
         raise
     finally:
         _close(study, parent, target, stopped)

@@ -22,22 +22,32 @@ log = logging.getLogger(__name__)
 FROM = "warm_start_from"  # user attribute of a queued trial: "<study>#<trial number>"
 
 
-def warm_start(cfg: Config, study: optuna.Study, space: list[Param], url: str) -> None:
-    """Seed a new, empty study from `search.warm_start` (a study in the same storage)."""
+def source(cfg: Config, url: str) -> optuna.Study | None:
+    """The study `search.warm_start` names (None where none is), checked before the new study
+    is made or resumed: a refused warm start leaves no empty study behind."""
     name = cfg.search.warm_start
-    if not name or study.get_trials(deepcopy=False):
-        return  # nothing asked, or resuming: the warm start happened when the study began
-    if name == study.study_name:
+    if not name:
+        return None
+    if name == cfg.search.study_name:
         raise ConfigError("search.warm_start: a study cannot warm-start from itself")
     try:
-        earlier = optuna.load_study(study_name=name, storage=url)
+        return optuna.load_study(study_name=name, storage=url)
     except KeyError:
         raise ConfigError(f"search.warm_start: no study {name!r} in {mask(url)}") from None
+
+
+def warm_start(
+    study: optuna.Study, earlier: optuna.Study | None, space: list[Param], top: int
+) -> None:
+    """Seed a new, empty study from `earlier` (`source`): its best `top` configurations."""
+    if earlier is None or study.get_trials(deepcopy=False):
+        return  # nothing asked, or resuming: the warm start happened when the study began
+    name = earlier.study_name
     distributions = _distributions(space)
     maximize = earlier.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete(earlier), key=primary, reverse=maximize)  # on its first objective
     queued = 0
-    for t in ranked[: cfg.search.warm_start_top]:
+    for t in ranked[:top]:
         # only values the new space holds: the sampler draws the rest
         params = {
             k: v for k, v in t.params.items() if k in distributions and _holds(distributions[k], v)
