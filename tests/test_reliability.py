@@ -450,9 +450,38 @@ def test_a_closed_pipe_stops_train_as_sigpipe_would(overrides, workdir):
     assert run.data.tags["failure_reason"] == "stopped (its output was closed: broken pipe)"
 
 
-def test_help_into_a_closed_pipe_is_quiet(workdir):
-    code, first, err = _head_1(["--help"], workdir)
-    assert first.startswith("usage:") and code in (0, 141) and err == "", err
+def test_output_into_a_pipe_already_closed_is_no_traceback(workdir):
+    """The reader gone before the first write, with Python's usual buffering (the output
+    written only when the interpreter flushes at exit): no traceback, no "Exception ignored"."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for args in (["--help"], ["train", "--cfg"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cifar_exp", *args],
+            cwd=workdir,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+    os.close(write)
+
+
+def test_a_closed_pipe_stops_a_sweep_resumably(overrides, workdir):
+    """`sweep | head -1`: exit 141, the line that says how to resume, the study's run closed
+    KILLED (not FINISHED with trials missing), no run left RUNNING."""
+    args = [*overrides, "search.confirm.top_k=0", "tracking.log_model=false"]
+    code, first, err = _head_1(["sweep", *args], workdir)
+    assert first.strip()
+    assert code == 141, err
+    assert "Traceback" not in err and "stopped: what finished is saved" in err, err
+    client = mlflow.MlflowClient(tracking_uri(compose(args).tracking))
+    experiment = client.get_experiment_by_name("cifar10").experiment_id
+    runs = {r.info.run_name: r.info.status for r in client.search_runs([experiment])}
+    assert runs["study-tiny"] == "KILLED" and "RUNNING" not in runs.values(), runs
 
 
 def test_a_closed_stdout_is_no_traceback(overrides, workdir):

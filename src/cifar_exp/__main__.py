@@ -260,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     from cifar_exp import interrupts
 
     interrupts.guard_output()  # a closed stdout is /dev/null; a broken one stops (`| head`)
-    try:
-        return _main(argv)
-    except interrupts.OutputClosed as e:  # outside a command (`--help | head`): quietly
-        return interrupts.exit_code(e)
+    return _main(argv)
 
 
 def _main(argv: list[str] | None) -> int:

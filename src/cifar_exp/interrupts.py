@@ -10,8 +10,8 @@ handlers here also remember the signal, and `checkpoint()`, called wherever new 
 (a trial, an epoch, a message from a trial process), raises it again if it was swallowed.
 
 A closed output is a third way to be stopped: when the program reading it goes away (`| head`)
-the work stops as a Unix tool is stopped by SIGPIPE (exit 141), along the same path, instead of
-failing with a broken pipe wherever the next line happened to be written."""
+the work stops at the next checkpoint, as a Unix tool is stopped by SIGPIPE (exit 141), along
+the same path, instead of failing with a broken pipe wherever the next line was written."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 from types import FrameType
 from typing import Any
 
@@ -42,11 +41,8 @@ def _interrupt(signum: int) -> KeyboardInterrupt:
 
 def stop_on(signum: int, frame: FrameType | None = None) -> None:
     """A signal handler: remembers the first SIGINT or SIGTERM, and raises it as Ctrl-C is."""
-    _stop(_interrupt(signum))
-
-
-def _stop(e: KeyboardInterrupt) -> None:
     global _pending
+    e = _interrupt(signum)
     if _pending is None:
         _pending = e
     raise e
@@ -87,10 +83,12 @@ def terminate_as_interrupt() -> None:
 
 
 class _Guarded:
-    """A standard stream whose reader going away (a broken pipe) stops the work with
-    `OutputClosed`, raised in the main thread (in another, at its next `checkpoint()`); the
-    stream's descriptor then points at /dev/null, so that what is still written (the runs'
-    closing lines, the interpreter's last flush) goes nowhere instead of failing again."""
+    """A standard stream whose reader going away (a broken pipe) stops the work: every
+    standard descriptor on that pipe is pointed at /dev/null, so that what is still written
+    (the runs' closing lines, a clean-up's log) goes nowhere instead of failing again, and
+    `OutputClosed` waits for the next `checkpoint()`. Never raised from the write itself: a
+    write can come from inside a library's clean-up (MLflow ending a run, a Ctrl-C's own
+    handling), which must run to its end."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -102,6 +100,10 @@ class _Guarded:
             self._closed()
             return len(text)
 
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         try:
             self._stream.flush()
@@ -109,14 +111,16 @@ class _Guarded:
             self._closed()
 
     def _closed(self) -> None:
+        global _pending
+        broken = os.fstat(self._stream.fileno())
         null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, self._stream.fileno())
+        for fd in (1, 2):  # `2>&1 | head`: both are the same pipe
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), broken):
+                    os.dup2(null, fd)
         os.close(null)
         with contextlib.suppress(OSError, ValueError):  # what the buffer still held
             self._stream.flush()
-        if threading.current_thread() is threading.main_thread():
-            _stop(OutputClosed())
-        global _pending
         if _pending is None:
             _pending = OutputClosed()
 
@@ -128,16 +132,14 @@ def guard_output() -> None:
     """The standard streams made safe to write to: a descriptor the caller closed (`>&-`)
     is opened on /dev/null (else the next file this process opens, a database say, would take
     its number and receive what is printed), and a broken pipe on stdout or stderr stops the
-    work as SIGPIPE would (`_Guarded`)."""
-    while True:  # os.open takes the lowest free descriptor: stops once 0, 1 and 2 are open
-        fd = os.open(os.devnull, os.O_RDWR)
-        if fd > 2:
-            os.close(fd)
-            break
-    for name in ("stdin", "stdout", "stderr"):
-        if getattr(sys, name) is None:  # Python found the descriptor closed at start-up
-            fd = ("stdin", "stdout", "stderr").index(name)
-            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+    work at the next `checkpoint()`, as SIGPIPE would (`_Guarded`)."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: os.open takes the lowest free descriptor, this one
+            os.open(os.devnull, os.O_RDWR)
+            if getattr(sys, name) is None:  # as Python leaves a stream closed at start-up
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
     for name in ("stdout", "stderr"):
         if not isinstance(getattr(sys, name), _Guarded):
             setattr(sys, name, _Guarded(getattr(sys, name)))

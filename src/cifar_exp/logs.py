@@ -73,6 +73,9 @@ def quiet_libraries() -> None:
     """Library loggers at WARNING, MLflow's progress bars off, Optuna's per-trial lines off
     (the CLI shows trials and failures itself) as soon as a command that searches imports it."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # its "View run ... at: URL" line when a run ends on a tracking server: the CLI names the
+    # run itself, and a trial process's stdout is not its own to write to
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
