@@ -257,15 +257,9 @@ def _target_overrides(command: str, target: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cifar-exp` and `python -m cifar_exp`; returns the exit code."""
-    from cifar_exp import interrupts
-
-    interrupts.guard_output()  # a closed stdout is /dev/null; a broken one stops (`| head`)
-    return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     from cifar_exp import interrupts, logs
 
+    interrupts.guard_output()  # a closed stdout is /dev/null; a broken one stops (`| head`)
     parser = _parser()
     args = _split_args(parser, argv)
     if args.command != "gui":  # Tk's loop would only see the signal at its next event

@@ -40,7 +40,7 @@ from cifar_exp.registry import (
     run_facts,
     run_of_uri,
 )
-from cifar_exp.tracking import embedded_store, read_test_metrics, setup, tracking_uri
+from cifar_exp.tracking import missing_store, read_test_metrics, setup, tracking_uri
 from cifar_exp.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,7 @@ def _store(cfg: Config, create: bool) -> MlflowClient | None:
     (looking a file up never creates a store in the current folder)."""
     if not cfg.tracking.enabled:
         return None
-    store = embedded_store(cfg.tracking)
-    if not (create or store is None or store.is_file()):
+    if not create and missing_store(cfg.tracking):
         return None
     try:
         setup(cfg.tracking)

@@ -36,9 +36,9 @@ from cifar_exp.study.grammar import space_specs
 from cifar_exp.study.storage import storage_url
 from cifar_exp.study.trials import best_trial, counts, own
 from cifar_exp.tracking import (
-    embedded_store,
     find_evaluation,
     log_data,
+    missing_store,
     read_data,
     read_test_metrics,
     run,
@@ -76,8 +76,8 @@ def gather(cfg: Config) -> StudyRecord:
             f"search.study_name: no study {cfg.search.study_name!r} in "
             f"{mask(url)}; run `sweep` first"
         ) from None
-    store = embedded_store(cfg.tracking)
-    if store is None or store.is_file():
+    store = missing_store(cfg.tracking)
+    if store is None:
         setup(cfg.tracking)
     elif study.user_attrs.get("mlflow_parent_run_id") or any(
         t.user_attrs.get("mlflow_run_id") for t in study.trials
