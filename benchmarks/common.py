@@ -32,6 +32,24 @@ def quiet() -> None:
     logs.setup(logging.WARNING, rich=False)
 
 
+def autotune_on() -> None:
+    """The training's pipelines as they were before 2026-12-07: tf.data's default, its
+    autotuning model on (the tool builds them with it off, `data.make_dataset`). For this
+    process only; call before training."""
+    import tensorflow as tf
+
+    from cifar_exp import train as training
+
+    built = training.make_dataset
+
+    def tuned(*args: Any, **kwargs: Any) -> Any:
+        options = tf.data.Options()
+        options.autotune.enabled = True
+        return built(*args, **kwargs).with_options(options)
+
+    training.make_dataset = tuned  # type: ignore[assignment]
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument(

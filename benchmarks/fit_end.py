@@ -33,22 +33,13 @@ def measure(overrides: list[str], autotune: bool) -> dict[str, Any]:
     and every `on_train_end`) and when `fit` returned, in seconds from `on_train_begin`."""
     common.quiet()
     import keras
-    import tensorflow as tf
 
     from cifar_exp import runs
-    from cifar_exp import train as training
     from cifar_exp.config import compose
     from cifar_exp.data import load_cifar10
 
-    if autotune:  # the pipelines as they were: tf.data's default, autotuning on
-        built = training.make_dataset
-
-        def tuned(*args: Any, **kwargs: Any) -> Any:
-            options = tf.data.Options()
-            options.autotune.enabled = True
-            return built(*args, **kwargs).with_options(options)
-
-        training.make_dataset = tuned  # type: ignore[assignment]
+    if autotune:
+        common.autotune_on()
     marks: dict[str, float] = {}
     callbacks = keras.callbacks.CallbackList
     begin, end = callbacks.on_train_begin, callbacks.on_train_end

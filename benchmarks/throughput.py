@@ -9,7 +9,8 @@ and batch size, through the tool's own input pipeline (`make_dataset` from uint8
 `--levers`: the reference CNN at the tool's defaults (precision auto), training images/s with
 Keras `steps_per_execution` (train steps per compiled call) at each of `--spe` for batches
 `--spe-batches`, and the other levers at batch 32 on top of the largest `--spe` (XLA,
-TensorFlow's deterministic ops off, one intra-op thread); every case in a fresh process,
+TensorFlow's deterministic ops off, one intra-op thread, float32 instead of the automatic
+bfloat16); every case in a fresh process,
 alternated, `--repeats` times, median and range.
 """
 
@@ -191,13 +192,19 @@ def levers(args) -> None:
         32,
         {"threads": 1, "steps_per_execution": spe},
     )
+    cases[f"batch 32, spe {spe}, float32"] = (
+        32,
+        {"precision": "float32", "steps_per_execution": spe},
+    )
     measured: dict[str, list[dict]] = {name: [] for name in cases}
 
     def case(name: str):
         batch, kw = cases[name]
 
         def go() -> float:
-            r = _in_subprocess("seed_cnn", "auto", batch, args.seconds, **kw)
+            precision = kw.get("precision", "auto")
+            others = {k: v for k, v in kw.items() if k != "precision"}
+            r = _in_subprocess("seed_cnn", precision, batch, args.seconds, **others)
             measured[name].append(r)
             return r["train img/s"]
 

@@ -93,6 +93,26 @@ def test_fit_end_compares_the_wait_with_and_without_autotuning(cifar_tarball, wo
     assert result["same_test_accuracy"] and 0 <= result["fisher_exact_p"] <= 1
 
 
+def test_small_batches_compares_the_levers_on_real_trainings(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "small_batches.py",
+        f"--data={cifar_tarball}",
+        "--images=200",
+        "--epochs=2",
+        "--repeats=1",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.limit_test=200",
+        out=out,
+    )
+    result = json.loads((out / "small_batches.json").read_text())
+    assert [r["case"] for r in result["rows"]] == ["before", "autotune off", "now"]
+    assert all(r["batch"] == 32 and r["train img/s (median)"] > 0 for r in result["rows"])
+    assert all(r["same metrics as before"] for r in result["rows"])
+    run = result["raw"]["32"]["now"][0]
+    assert len(run["epoch_s"]) == 2 and len(run["loss"]) == 2
+
+
 def test_time_to_accuracy_reads_a_training_run(cifar_tarball, workdir):
     out = workdir / "results"
     _bench(
