@@ -5,15 +5,17 @@ fresh process, the cases alternated `--repeats` times:
     python benchmarks/small_batches.py --repeats 4
     python benchmarks/small_batches.py --batches 32,64,128 --repeats 3 --images 10240
 
-Cases: `before` (tf.data's autotuning model on and one train step per compiled call: the tool
-when issue 17 was filed), `autotune off` (the pipelines as `data.make_dataset` builds them
-now, one step per call) and `now` (autotune off, `trainer.steps_per_execution=64`, the
-default). Each trains `--epochs` epochs on `--images` training images, validated on 1,000
-test images after every epoch, and counts training images per second over the whole `fit`
-(`train_time`: tracing, every epoch and the iterators' clean-up, which is where the
-autotuning model's wait falls) less the validation passes (`val_time`). The cases must give
-the same metrics (same seed, same batches): the benchmark checks that they do. Mann-Whitney's
-test (two-sided) compares each case's rates with `before`'s.
+Cases: `before` (tf.data's autotuning model on and one train step per compiled call: the two
+levers reverted, everything else as now), `autotune off` (the pipelines as
+`data.make_dataset` builds them now, one step per call) and `now` (autotune off,
+`trainer.steps_per_execution=64`, the default). Each trains `--epochs` epochs on `--images`
+training images, validated on 1,000 test images after every epoch, and counts training images
+per second over the whole `fit` (`train_time`: tracing, every epoch and the training
+iterators' clean-up, where the autotuning model's wait falls) less the validation passes
+(`val_time`; a wait on a validation iterator falls there and is not counted, which favours
+`before`). Every run must give the same metrics as the first run of `before` (same seed,
+same batches): the benchmark checks it. Mann-Whitney's test (two-sided, exact) compares each
+case's rates with `before`'s; with 4 runs a side its smallest p is 0.029.
 """
 
 from __future__ import annotations
@@ -99,9 +101,10 @@ def main() -> None:
         for name in CASES:
             rates = [r["img_s"] for r in got[name]]
             s = common.stats(rates)
+            first = got["before"][0]
             same = all(
-                a["loss"] == b["loss"] and a["val_accuracy"] == b["val_accuracy"]
-                for a, b in zip(got[name], got["before"], strict=True)
+                r["loss"] == first["loss"] and r["val_accuracy"] == first["val_accuracy"]
+                for r in got[name]
             )
             p_value = mannwhitneyu(rates, before).pvalue if name != "before" else None
             rows.append(
@@ -112,7 +115,7 @@ def main() -> None:
                     "range": f"{s['min']:.0f}-{s['max']:.0f}",
                     "x before": round(s["median"] / base, 2),
                     "Mann-Whitney p": "" if p_value is None else f"{p_value:.3f}",
-                    "same metrics as before": same,
+                    "same metrics as before's first run": same,
                 }
             )
             print(rows[-1], flush=True)

@@ -237,10 +237,11 @@ def test_lever_and_process_benchmarks_write_their_tables(cifar_tarball, workdir)
     bench("throughput.py", "--levers", "--spe=1,2", "--spe-batches=32", "--repeats=1",
           "--seconds=0.2")  # fmt: skip
     rows = json.loads((workdir / "results" / "throughput_levers.json").read_text())["rows"]
-    assert rows[0]["case"] == "batch 32, steps_per_execution 1" and len(rows) == 5
+    assert rows[0]["case"] == "batch 32, steps_per_execution 1" and len(rows) == 6
     raw = json.loads((workdir / "results" / "throughput_levers.json").read_text())["raw"]
     assert raw["batch 32, steps_per_execution 2"][0]["steps_per_execution"] == 2
     assert raw["batch 32, spe 2, XLA (deterministic off)"][0]["xla"] is True
+    assert raw["batch 32, spe 2, float32"][0]["precision in force"] == "float32"
     bench("framework_overhead.py", "--processes", f"--data={cifar_tarball}", "--repeats=1",
           "--limit-train=300")  # fmt: skip
     result = json.loads((workdir / "results" / "framework_processes.json").read_text())
