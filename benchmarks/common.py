@@ -67,7 +67,9 @@ def data_overrides(path: str | None) -> list[str]:
 
 def machine() -> dict[str, Any]:
     """CPU, cores, bf16 support, GPUs, versions, commit: what a number depends on."""
-    from cifar_exp import provenance
+    from cifar_exp import logs, provenance
+
+    logs.import_tensorflow_quietly()  # its start-up lines are no part of a benchmark's table
     from cifar_exp.train import _cpu_has_bf16
 
     return {
