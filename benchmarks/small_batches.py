@@ -98,10 +98,10 @@ def main() -> None:
         raw[batch] = got
         before = [r["img_s"] for r in got["before"]]
         base = common.stats(before)["median"]
+        first = got["before"][0]
         for name in CASES:
             rates = [r["img_s"] for r in got[name]]
             s = common.stats(rates)
-            first = got["before"][0]
             same = all(
                 r["loss"] == first["loss"] and r["val_accuracy"] == first["val_accuracy"]
                 for r in got[name]

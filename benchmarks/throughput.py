@@ -10,8 +10,7 @@ and batch size, through the tool's own input pipeline (`make_dataset` from uint8
 Keras `steps_per_execution` (train steps per compiled call) at each of `--spe` for batches
 `--spe-batches`, and the other levers at batch 32 on top of the largest `--spe` (XLA,
 TensorFlow's deterministic ops off, one intra-op thread, float32 instead of the automatic
-bfloat16); every case in a fresh process,
-alternated, `--repeats` times, median and range.
+bfloat16); every case in a fresh process, alternated, `--repeats` times, median and range.
 """
 
 from __future__ import annotations
