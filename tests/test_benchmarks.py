@@ -93,6 +93,25 @@ def test_fit_end_compares_the_wait_with_and_without_autotuning(cifar_tarball, wo
     assert result["same_test_accuracy"] and 0 <= result["fisher_exact_p"] <= 1
 
 
+def test_recording_compares_preparing_ahead_with_after_fit(cifar_tarball, workdir):
+    out = workdir / "results"
+    _bench(
+        "recording.py",
+        f"--data={cifar_tarball}",
+        "--images=200",
+        "--repeats=1",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.limit_test=200",
+        out=out,
+    )
+    result = json.loads((out / "recording.json").read_text())
+    assert [r["case"] for r in result["rows"]] == ["ahead (now)", "after fit (before)"]
+    assert result["same_test_accuracy"]
+    assert set(result["mann_whitney_p"]) == {"fit_s", "recording_s"}
+    for runs in result["raw"].values():
+        assert len(runs) == 1 and runs[0]["fit_s"] > 0 and runs[0]["recording_s"] > 0
+
+
 def test_small_batches_compares_the_levers_on_real_trainings(cifar_tarball, workdir):
     out = workdir / "results"
     _, stderr = _bench(

@@ -212,13 +212,38 @@ def test_trial_preload_imports_the_trial_stack_and_starts_no_thread(tmp_path):
     copies only the forking thread)."""
     code = (
         "import sys, threading\n"
-        "import cifar_exp._preload as p\n"
+        "import cifar_exp._preload\n"
+        "import cifar_exp.warm as p\n"
         "from mlflow.utils import requirements_utils as r\n"
         "print(threading.active_count(), all(m in sys.modules for m in p.LAZY),\n"
         "      r._MODULES_TO_PACKAGES is not None and 'tensorflow' in r._MODULES_TO_PACKAGES)\n"
     )
     # the last: MLflow's map of installed packages, which logging a model needs, built once
     assert _python(code, tmp_path).split()[-3:] == ["1", "True", "True"]
+
+
+def test_a_tracked_training_prepares_its_recording_while_fit_runs(overrides, workdir):
+    """A tracked training outside a study (where no forkserver prepared anything) builds
+    MLflow's package map and imports what recording needs on a thread that starts with `fit`,
+    not after it; the thread is done before the result is recorded."""
+    code = (
+        "import threading, keras\n"
+        "from mlflow.utils import requirements_utils as r\n"
+        "from cifar_exp.config import compose\n"
+        "from cifar_exp.runs import train_tracked\n"
+        "seen = []\n"
+        "class Look(keras.callbacks.Callback):\n"
+        "    def on_train_end(self, logs=None):\n"
+        "        names = [t.name for t in threading.enumerate()]\n"
+        "        seen.append('cifar-exp-ahead' in names or r._MODULES_TO_PACKAGES is not None)\n"
+        f"cfg = compose({overrides!r} + ['trainer.epochs=1'])\n"
+        "print(r._MODULES_TO_PACKAGES is None)\n"
+        "result = train_tracked(cfg, callbacks=[Look()], verbose='0')\n"
+        "alive = any(t.name == 'cifar-exp-ahead' for t in threading.enumerate())\n"
+        "built = 'tensorflow' in r._MODULES_TO_PACKAGES\n"
+        "print(seen == [True], alive, built, bool(result.run_id))\n"
+    )
+    assert _python(code, workdir).split()[-5:] == ["True", "True", "False", "True", "True"]
 
 
 @pytest.mark.slow

@@ -48,13 +48,15 @@ def train_tracked(
                 on_run(run_id)
             tracking.log_config(cfg)
             tracking.log_data(splits.info, contexts=_used_splits(cfg, evaluate_test))
+            ahead = tracking.RecordAhead()
             result = train(
                 cfg,
                 splits,
-                [tracking.MlflowLogger(run_id), *callbacks],
+                [tracking.MlflowLogger(run_id), ahead, *callbacks],
                 evaluate_test=evaluate_test,  # from the last epoch's validation where that was
                 verbose=verbose,  # on the test set
             )
+            ahead.join()
             result.run_id = run_id
             mlflow.set_tag("precision", result.precision)
             if result.test is not None:
