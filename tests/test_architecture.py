@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cifar_exp"
 # The data flow reads top-down through this list (config -> data -> models -> train ->
 # tracking -> runs -> study -> report), with the helpers that everything uses at the bottom.
 LAYERS = [
-    {"logs", "provenance", "plots", "models", "interrupts", "errors", "stats", "terminal", "warm"},
+    {"logs", "provenance", "plots", "models", "interrupts", "errors", "stats", "terminal", "ahead"},
     {"schemas"},
     {"config"},
     {"cifar_files"},

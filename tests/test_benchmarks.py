@@ -110,6 +110,8 @@ def test_recording_compares_preparing_ahead_with_after_fit(cifar_tarball, workdi
     assert set(result["mann_whitney_p"]) == {"fit_s", "recording_s"}
     for runs in result["raw"].values():
         assert len(runs) == 1 and runs[0]["fit_s"] > 0 and runs[0]["recording_s"] > 0
+    started = {case: runs[0]["started_in_fit"] for case, runs in result["raw"].items()}
+    assert started == {"ahead (now)": True, "after fit (before)": False}
 
 
 def test_small_batches_compares_the_levers_on_real_trainings(cifar_tarball, workdir):

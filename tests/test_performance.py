@@ -213,7 +213,7 @@ def test_trial_preload_imports_the_trial_stack_and_starts_no_thread(tmp_path):
     code = (
         "import sys, threading\n"
         "import cifar_exp._preload\n"
-        "import cifar_exp.warm as p\n"
+        "import cifar_exp.ahead as p\n"
         "from mlflow.utils import requirements_utils as r\n"
         "print(threading.active_count(), all(m in sys.modules for m in p.LAZY),\n"
         "      r._MODULES_TO_PACKAGES is not None and 'tensorflow' in r._MODULES_TO_PACKAGES)\n"
@@ -223,27 +223,36 @@ def test_trial_preload_imports_the_trial_stack_and_starts_no_thread(tmp_path):
 
 
 def test_a_tracked_training_prepares_its_recording_while_fit_runs(overrides, workdir):
-    """A tracked training outside a study (where no forkserver prepared anything) builds
-    MLflow's package map and imports what recording needs on a thread that starts with `fit`,
-    not after it; the thread is done before the result is recorded."""
+    """A tracked training outside a study's forkserver (where nothing prepared anything) builds
+    MLflow's package map and imports what recording needs on a thread that starts once `fit`'s
+    first batch has ended (not with `fit`: it would share Python with the step's tracing, and
+    not after `fit`); the thread is done before anything is recorded."""
     code = (
         "import threading, keras\n"
         "from mlflow.utils import requirements_utils as r\n"
+        "from cifar_exp import tracking\n"
         "from cifar_exp.config import compose\n"
         "from cifar_exp.runs import train_tracked\n"
-        "seen = []\n"
+        "seen = {}\n"
+        "def alive():\n"
+        "    return any(t.name == 'cifar-exp-ahead' for t in threading.enumerate())\n"
         "class Look(keras.callbacks.Callback):\n"
+        "    def on_train_begin(self, logs=None):\n"
+        "        seen['begin'] = alive() or r._MODULES_TO_PACKAGES is not None\n"
         "    def on_train_end(self, logs=None):\n"
-        "        names = [t.name for t in threading.enumerate()]\n"
-        "        seen.append('cifar-exp-ahead' in names or r._MODULES_TO_PACKAGES is not None)\n"
+        "        seen['end'] = alive() or r._MODULES_TO_PACKAGES is not None\n"
+        "log_test_metrics = tracking.log_test_metrics\n"
+        "def recording(*args, **kwargs):\n"
+        "    seen['recording'] = alive()\n"
+        "    return log_test_metrics(*args, **kwargs)\n"
+        "tracking.log_test_metrics = recording\n"
         f"cfg = compose({overrides!r} + ['trainer.epochs=1'])\n"
-        "print(r._MODULES_TO_PACKAGES is None)\n"
         "result = train_tracked(cfg, callbacks=[Look()], verbose='0')\n"
-        "alive = any(t.name == 'cifar-exp-ahead' for t in threading.enumerate())\n"
         "built = 'tensorflow' in r._MODULES_TO_PACKAGES\n"
-        "print(seen == [True], alive, built, bool(result.run_id))\n"
+        "print(seen, built, bool(result.run_id))\n"
     )
-    assert _python(code, workdir).split()[-5:] == ["True", "True", "False", "True", "True"]
+    out = _python(code, workdir).strip().splitlines()[-1]
+    assert out == "{'begin': False, 'end': True, 'recording': False} True True"
 
 
 @pytest.mark.slow

@@ -10,6 +10,6 @@ import_tensorflow_quietly()
 quiet_libraries()
 
 import cifar_exp.runs  # noqa: E402,F401
-from cifar_exp import warm  # noqa: E402
+from cifar_exp import ahead  # noqa: E402
 
-warm.ahead()
+ahead.prepare()

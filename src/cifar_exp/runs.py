@@ -49,14 +49,16 @@ def train_tracked(
             tracking.log_config(cfg)
             tracking.log_data(splits.info, contexts=_used_splits(cfg, evaluate_test))
             ahead = tracking.RecordAhead()
-            result = train(
-                cfg,
-                splits,
-                [tracking.MlflowLogger(run_id), ahead, *callbacks],
-                evaluate_test=evaluate_test,  # from the last epoch's validation where that was
-                verbose=verbose,  # on the test set
-            )
-            ahead.join()
+            try:
+                result = train(
+                    cfg,
+                    splits,
+                    [tracking.MlflowLogger(run_id), ahead, *callbacks],
+                    evaluate_test=evaluate_test,  # from the last epoch's validation where
+                    verbose=verbose,  # that was on the test set
+                )
+            finally:  # also when training fails or is stopped: no work left running
+                ahead.join()
             result.run_id = run_id
             mlflow.set_tag("precision", result.precision)
             if result.test is not None:

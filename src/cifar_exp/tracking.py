@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from cifar_exp import interrupts, plots, provenance, warm
+from cifar_exp import ahead, interrupts, plots, provenance
 from cifar_exp.config import Config, TrackingConfig, flatten, to_dict, to_yaml, validate
 from cifar_exp.data import CLASS_NAMES
 from cifar_exp.errors import first_line
@@ -105,7 +105,7 @@ class MlflowLogger(keras.callbacks.Callback):
 
 
 class RecordAhead(keras.callbacks.Callback):
-    """Prepares, while `fit` runs, what recording its result needs afterwards (`warm.ahead`:
+    """Prepares, while `fit` runs, what recording its result needs afterwards (`ahead.prepare`:
     MLflow's model logging and its package map, the plots' writers), on a thread: once the
     first batch has ended, `fit` has traced its step and spends its time in TensorFlow, with
     Python free, so that the work overlaps the training instead of following it (started
@@ -118,7 +118,7 @@ class RecordAhead(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.thread is None:
-            self.thread = warm.in_background()
+            self.thread = ahead.in_background()
 
     def join(self) -> None:
         if self.thread is not None:
