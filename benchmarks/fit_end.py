@@ -17,7 +17,6 @@ Fisher's exact test compares the cases' stall counts.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +31,13 @@ def measure(overrides: list[str], autotune: bool) -> dict[str, Any]:
     """One tracked training in this process: when its callbacks had ended (the last epoch's
     and every `on_train_end`) and when `fit` returned, in seconds from `on_train_begin`."""
     common.quiet()
-    import keras
-
     from cifar_exp import runs
     from cifar_exp.config import compose
     from cifar_exp.data import load_cifar10
 
     if autotune:
         common.autotune_on()
-    marks: dict[str, float] = {}
-    callbacks = keras.callbacks.CallbackList
-    begin, end = callbacks.on_train_begin, callbacks.on_train_end
-
-    def on_train_begin(self: Any, logs: dict | None = None) -> None:
-        marks["begin"] = time.perf_counter()
-        begin(self, logs)
-
-    def on_train_end(self: Any, logs: dict | None = None) -> None:
-        end(self, logs)  # every callback's, the tracking's included
-        marks["end"] = time.perf_counter()
-
-    callbacks.on_train_begin, callbacks.on_train_end = on_train_begin, on_train_end
-    fit = keras.Model.fit
-
-    def timed_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        history = fit(self, *args, **kwargs)
-        marks["returned"] = time.perf_counter()
-        return history
-
-    keras.Model.fit = timed_fit  # type: ignore[method-assign]
-
+    marks = common.mark_fit()  # every callback's on_train_end, the tracking's included
     cfg = compose([*overrides, "trainer.verbose=0"])
     result = runs.train_tracked(cfg, load_cifar10(cfg.data), verbose="0")
     return {

@@ -31,7 +31,6 @@ CASES = ("ahead (now)", "after fit (before)")
 def measure(overrides: list[str], ahead: bool) -> dict[str, Any]:
     """One tracked training in this process: `fit`'s time and the recording's after it, s."""
     common.quiet()
-    import keras
     from mlflow.utils import requirements_utils
 
     from cifar_exp import runs, tracking
@@ -40,26 +39,14 @@ def measure(overrides: list[str], ahead: bool) -> dict[str, Any]:
 
     if not ahead:
         tracking.RecordAhead.on_train_batch_end = lambda *a, **k: None  # type: ignore[method-assign]
-    marks: dict[str, float] = {}
-    begin = keras.callbacks.CallbackList.on_train_begin
 
-    def on_train_begin(self: Any, logs: dict | None = None) -> None:
-        marks["begin"] = time.perf_counter()
-        begin(self, logs)
-
-    keras.callbacks.CallbackList.on_train_begin = on_train_begin  # type: ignore[method-assign]
-    fit = keras.Model.fit
-
-    def timed_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        history = fit(self, *args, **kwargs)
-        marks["returned"] = time.perf_counter()
+    def at_return(marks: dict[str, Any]) -> None:
         # MLflow's package map, the largest part of the preparation, ready when `fit` returned
         marks["prepared"] = requirements_utils._MODULES_TO_PACKAGES is not None
         started = any(t.name == "cifar-exp-ahead" for t in threading.enumerate())
         marks["started"] = started or marks["prepared"]
-        return history
 
-    keras.Model.fit = timed_fit  # type: ignore[method-assign]
+    marks = common.mark_fit(at_return)
     cfg = compose([*overrides, "trainer.verbose=0"])
     result = runs.train_tracked(cfg, load_cifar10(cfg.data), verbose="0")
     recorded = time.perf_counter()

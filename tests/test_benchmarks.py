@@ -24,6 +24,23 @@ def _bench(script, *args, out):
     return proc.stdout, proc.stderr
 
 
+def _tiny_trainings(script, cifar_tarball, workdir, *args):
+    """A benchmark of real trainings at smoke size (200 images, one repeat): its JSON result
+    and its stderr."""
+    out = workdir / "results"
+    _, stderr = _bench(
+        script,
+        f"--data={cifar_tarball}",
+        "--images=200",
+        "--repeats=1",
+        *args,
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.limit_test=200",
+        out=out,
+    )
+    return json.loads((out / f"{script.removesuffix('.py')}.json").read_text()), stderr
+
+
 def test_throughput_and_overhead_benchmarks_write_their_tables(cifar_tarball, workdir):
     out = workdir / "results"
     _bench(
@@ -77,34 +94,14 @@ def test_input_threads_compares_the_pools_on_real_trainings(cifar_tarball, workd
 
 
 def test_fit_end_compares_the_wait_with_and_without_autotuning(cifar_tarball, workdir):
-    out = workdir / "results"
-    _bench(
-        "fit_end.py",
-        f"--data={cifar_tarball}",
-        "--images=200",
-        "--repeats=1",
-        f"data.cache_dir={workdir / 'cache'}",
-        "data.limit_test=200",
-        out=out,
-    )
-    result = json.loads((out / "fit_end.json").read_text())
+    result, _ = _tiny_trainings("fit_end.py", cifar_tarball, workdir)
     assert [r["case"] for r in result["rows"]] == ["autotune off", "autotune on"]
     assert all(r["runs"] == 1 for r in result["rows"])
     assert result["same_test_accuracy"] and 0 <= result["fisher_exact_p"] <= 1
 
 
 def test_recording_compares_preparing_ahead_with_after_fit(cifar_tarball, workdir):
-    out = workdir / "results"
-    _bench(
-        "recording.py",
-        f"--data={cifar_tarball}",
-        "--images=200",
-        "--repeats=1",
-        f"data.cache_dir={workdir / 'cache'}",
-        "data.limit_test=200",
-        out=out,
-    )
-    result = json.loads((out / "recording.json").read_text())
+    result, _ = _tiny_trainings("recording.py", cifar_tarball, workdir)
     assert [r["case"] for r in result["rows"]] == ["ahead (now)", "after fit (before)"]
     assert result["same_test_accuracy"]
     assert set(result["mann_whitney_p"]) == {"fit_s", "recording_s"}
@@ -115,18 +112,7 @@ def test_recording_compares_preparing_ahead_with_after_fit(cifar_tarball, workdi
 
 
 def test_small_batches_compares_the_levers_on_real_trainings(cifar_tarball, workdir):
-    out = workdir / "results"
-    _, stderr = _bench(
-        "small_batches.py",
-        f"--data={cifar_tarball}",
-        "--images=200",
-        "--epochs=2",
-        "--repeats=1",
-        f"data.cache_dir={workdir / 'cache'}",
-        "data.limit_test=200",
-        out=out,
-    )
-    result = json.loads((out / "small_batches.json").read_text())
+    result, stderr = _tiny_trainings("small_batches.py", cifar_tarball, workdir, "--epochs=2")
     assert [r["case"] for r in result["rows"]] == ["before", "autotune off", "now"]
     assert all(r["batch"] == 32 and r["train img/s (median)"] > 0 for r in result["rows"])
     assert all(r["same metrics as before's first run"] for r in result["rows"])
