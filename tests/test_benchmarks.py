@@ -188,3 +188,29 @@ def test_airbench_original_runs_beside_ours(cifar_tarball, workdir):
     assert set(original["final"]) == {"tta0", "tta1", "tta2"}
     assert 0 <= ours["final"]["tta2"] <= 1 and original["precision"] == "bfloat16"
     assert result["rows"][-1]["epoch"] == "final"
+
+
+def test_batch_norm_compares_the_fused_kernel_with_keras(workdir):
+    out = workdir / "results"
+    _bench(
+        "batch_norm.py",
+        "--repeats=1",
+        "--steps=3",
+        "model.width=8",
+        "trainer.batch_size=16",
+        out=out,
+    )
+    result = json.loads((out / "batch_norm.json").read_text())
+    rows = result["rows"]
+    assert [(r["model"], r["case"]) for r in rows] == [
+        (model, case)
+        for model in ("airbench", "resnet_small")
+        for case in ("fused (now)", "keras (before)")
+    ]
+    # the cases differ: only the tool's layer runs the fused kernel
+    assert [r["fused kernel"] for r in rows] == [True, False, True, False]
+    assert set(result["mann_whitney_p"]) == {"airbench", "resnet_small"}
+    for by_case in result["raw"].values():
+        for (run,) in by_case.values():
+            assert run["batch"] == 16 and run["step_s"] > 0 and run["predict_img_s"] > 0
+            assert 0 < run["loss"] < 10

@@ -24,7 +24,7 @@ def test_resnet_small_is_a_residual_bn_network():
     model = build_model(compose(["model=resnet_small"]).model)
     assert model.count_params() == 1_648_352
     kinds = {layer.__class__.__name__ for layer in model.layers}
-    assert {"BatchNormalization", "Add", "GlobalMaxPooling2D"} <= kinds
+    assert {"FusedBatchNormalization", "Add", "GlobalMaxPooling2D"} <= kinds
     assert model.output_shape == (None, 10)
     wider = build_model(compose(["model=resnet_small", "model.width=16"]).model)
     assert wider.count_params() < model.count_params() / 3
@@ -122,3 +122,45 @@ def test_airbench_is_whitened_identity_initialised_and_saves(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded, _ = load_model(str(tmp_path / "m.keras"), cfg)  # safe mode: our layers registered
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("affine", [False, True])
+def test_fused_batch_norm_is_keras_batch_norm_in_one_kernel(dtype, affine):
+    import keras
+    import tensorflow as tf
+
+    from cifar_exp.models.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (8, 5, 5, 16)).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(8, 5, 5, 16)).astype(np.float32))
+    kw = dict(momentum=0.6, epsilon=1e-5, center=affine, scale=affine, dtype=dtype)
+    ours, keras_own = FusedBatchNormalization(**kw), keras.layers.BatchNormalization(**kw)
+    for layer in (ours, keras_own):
+        layer.build(x.shape)
+        if affine:
+            layer.gamma.assign(np.linspace(0.5, 1.5, 16).astype(np.float32))
+            layer.beta.assign(np.linspace(-1, 1, 16).astype(np.float32))
+    got = {}
+    for name, layer in (("ours", ours), ("keras", keras_own)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * weights)
+        grads = tape.gradient(loss, [x, *layer.trainable_weights])
+        got[name] = [y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)]
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=2e-2, atol=3e-2)
+    assert len(got["ours"]) == (7 if affine else 5)
+    for a, b in zip(got["ours"], got["keras"], strict=True):
+        np.testing.assert_allclose(
+            np.asarray(tf.cast(a, "float32")), np.asarray(tf.cast(b, "float32")), **tol
+        )
+    # the fused kernel computed it, not Keras's fallback
+    graph = tf.function(lambda t: ours(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+    # where the kernel does not apply (2-D inputs), Keras's own layer runs
+    flat = FusedBatchNormalization()
+    rows = tf.reshape(x, (8, -1))
+    expected = keras.layers.BatchNormalization()(rows, training=True)
+    np.testing.assert_allclose(flat(rows, training=True), expected, rtol=1e-4, atol=1e-4)

@@ -5,9 +5,10 @@ A frozen 2x2 "whitening" convolution whose filters are the scaled principal comp
 training images' 2x2 patches (and their negatives), then three conv groups (conv3x3 - max-pool
 - batch norm - GELU - conv3x3 - batch norm - GELU) of 64, 256 and 256 channels at `width: 64`,
 a 3x3 max-pool to one pixel, and a bias-free linear classifier with scaled-down logits.
-Batch norm has no learned scale; its biases learn `bias_scale**2` times faster than the
-weights. The whitening bias trains for `whiten_bias_epochs` epochs and is then held (`train`
-does it, `callbacks.FreezeAfter`); the L2 penalty covers every trained weight. Every 3x3
+Batch norm (TensorFlow's fused kernel, `layers.FusedBatchNormalization`) has no learned
+scale; its biases learn `bias_scale**2` times faster than the weights. The whitening bias
+trains for `whiten_bias_epochs` epochs and is then held (`train` does it,
+`callbacks.FreezeAfter`); the L2 penalty covers every trained weight. Every 3x3
 convolution starts as the identity on its first input channels (airbench's "dirac"
 initialisation, an implicit residual), the rest uniform in +-1/sqrt(fan_in).
 
@@ -93,7 +94,7 @@ def build(
     import keras
     from keras import layers
 
-    from cifar_exp.models.layers import ScaledBias
+    from cifar_exp.models.layers import FusedBatchNormalization, ScaledBias
 
     reg = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
     # PyTorch's default conv/linear init (uniform in +-1/sqrt(fan_in)), as airbench was tuned
@@ -113,7 +114,7 @@ def build(
         return layer(x)
 
     def norm_act(x: Any) -> Any:
-        x = layers.BatchNormalization(
+        x = FusedBatchNormalization(
             momentum=cfg.bn_momentum, epsilon=1e-5, center=False, scale=False
         )(x)
         return layers.Activation("gelu")(ScaledBias(cfg.bias_scale, regularizer=reg)(x))

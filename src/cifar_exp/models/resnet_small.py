@@ -39,13 +39,15 @@ def build(
     import keras
     from keras import layers
 
+    from cifar_exp.models.layers import FusedBatchNormalization
+
     reg = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
 
     def conv_bn(x: Any, filters: int, pool: bool = False) -> Any:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
         if pool:
             x = layers.MaxPooling2D(2)(x)
-        x = layers.BatchNormalization(momentum=cfg.bn_momentum)(x)
+        x = FusedBatchNormalization(momentum=cfg.bn_momentum)(x)
         return layers.ReLU()(x)
 
     def residual(x: Any, filters: int) -> Any:
