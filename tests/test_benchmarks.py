@@ -213,4 +213,6 @@ def test_batch_norm_compares_the_fused_kernel_with_keras(workdir):
     for by_case in result["raw"].values():
         for (run,) in by_case.values():
             assert run["batch"] == 16 and run["step_s"] > 0 and run["predict_img_s"] > 0
-            assert 0 < run["loss"] < 10
+        # the same training computed two ways: the losses agree to rounding
+        fused, keras_own = (runs[0]["loss"] for runs in by_case.values())
+        assert 0 < fused < 10 and fused == pytest.approx(keras_own, rel=1e-3)

@@ -126,22 +126,32 @@ def test_airbench_is_whitened_identity_initialised_and_saves(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("affine", [False, True])
-def test_fused_batch_norm_is_keras_batch_norm_in_one_kernel(dtype, affine):
+def test_fused_batch_norm_is_keras_batch_norm_in_one_kernel(dtype, affine, tmp_path):
     import keras
     import tensorflow as tf
 
     from cifar_exp.models.layers import FusedBatchNormalization
 
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(2.0, 3.0, (8, 5, 5, 16)).astype(np.float32))
+    # variance 0.25 against epsilon 0.05: a wrong epsilon shows in the outputs
+    x = tf.constant(rng.normal(2.0, 0.5, (8, 5, 5, 16)).astype(np.float32))
     weights = tf.constant(rng.normal(size=(8, 5, 5, 16)).astype(np.float32))
-    kw = dict(momentum=0.6, epsilon=1e-5, center=affine, scale=affine, dtype=dtype)
+    kw = dict(momentum=0.6, epsilon=0.05, center=affine, scale=affine, dtype=dtype)
     ours, keras_own = FusedBatchNormalization(**kw), keras.layers.BatchNormalization(**kw)
     for layer in (ours, keras_own):
         layer.build(x.shape)
         if affine:
             layer.gamma.assign(np.linspace(0.5, 1.5, 16).astype(np.float32))
             layer.beta.assign(np.linspace(-1, 1, 16).astype(np.float32))
+
+    def as_float(values):
+        return [np.asarray(tf.cast(v, "float32")) for v in values]
+
+    def compare(a, b):
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=2e-2, atol=3e-2)
+        for got, expected in zip(as_float(a), as_float(b), strict=True):
+            np.testing.assert_allclose(got, expected, **tol)
+
     got = {}
     for name, layer in (("ours", ours), ("keras", keras_own)):
         with tf.GradientTape() as tape:
@@ -150,15 +160,28 @@ def test_fused_batch_norm_is_keras_batch_norm_in_one_kernel(dtype, affine):
             loss = tf.reduce_sum(tf.cast(y, "float32") * weights)
         grads = tape.gradient(loss, [x, *layer.trainable_weights])
         got[name] = [y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)]
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=2e-2, atol=3e-2)
     assert len(got["ours"]) == (7 if affine else 5)
-    for a, b in zip(got["ours"], got["keras"], strict=True):
-        np.testing.assert_allclose(
-            np.asarray(tf.cast(a, "float32")), np.asarray(tf.cast(b, "float32")), **tol
-        )
-    # the fused kernel computed it, not Keras's fallback
-    graph = tf.function(lambda t: ours(t, training=True)).get_concrete_function(x).graph
-    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+    compare(got["ours"], got["keras"])
+    # the fused kernel computed it in both modes, not Keras's fallback
+    for training in (True, False):
+        graph = tf.function(lambda t, tr=training: ours(t, training=tr))
+        ops = graph.get_concrete_function(x).graph.get_operations()
+        assert "FusedBatchNormV3" in {op.type for op in ops}
+    # frozen, it normalises with the moving averages even in training, and keeps them
+    averages = as_float([ours.moving_mean, ours.moving_variance])
+    for layer in (ours, keras_own):
+        layer.trainable = False
+    compare([ours(x, training=True)], [keras_own(x, training=True)])
+    kept = as_float([ours.moving_mean, ours.moving_variance])
+    for now, before in zip(kept, averages, strict=True):
+        np.testing.assert_array_equal(now, before)
+    # saved and loaded in safe mode, moving averages included
+    model = keras.Sequential([keras.Input((5, 5, 16)), ours])
+    model.save(tmp_path / "bn.keras")
+    loaded = keras.saving.load_model(tmp_path / "bn.keras", safe_mode=True)
+    assert isinstance(loaded.layers[0], FusedBatchNormalization)
+    np.testing.assert_array_equal(loaded.layers[0].moving_variance, ours.moving_variance)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     # where the kernel does not apply (2-D inputs), Keras's own layer runs
     flat = FusedBatchNormalization()
     rows = tf.reshape(x, (8, -1))
