@@ -9,9 +9,9 @@ process; the cases are alternated `--repeats` times:
 Each run compiles the model as `train` does, at its experiment's settings (`airbench`:
 `experiment=airbench`, batch 1,024; `resnet_small`: `experiment=resnet_fast`, batch 256), one
 train step per compiled call so that every step is timed. It trains `--steps` steps on
-synthetic images (tf.data's autotuning off, so no wait at the end of `fit`), the first two
-untimed (tracing), and keeps the median of the others. Then it predicts 2,048 images through
-`models.predict` (test-time augmentation included, as in validation) twice, timing the second.
+synthetic images through the tool's pipeline (`data.make_dataset`), the first two untimed
+(tracing), and keeps the median of the others. Then it predicts 2,048 images as validation does
+(`train.predict_probs`, test-time augmentation included) twice, timing the second.
 Each run records whether the model's forward pass in training mode (traced apart from `fit`)
 has the fused kernel, and the loss after the last step: both cases start from the same weights
 and see the same batches, and the two computations round differently, so their losses agree
@@ -43,8 +43,9 @@ def measure(model_name: str, steps: int, fused: bool, overrides: list[str]) -> d
     import tensorflow as tf
 
     from cifar_exp.config import compose
-    from cifar_exp.models import layers, predict
-    from cifar_exp.train import compile_model, configure_runtime
+    from cifar_exp.data import make_dataset
+    from cifar_exp.models import layers
+    from cifar_exp.train import compile_model, configure_runtime, predict_probs
 
     if not fused:
         layers.FusedBatchNormalization.call = keras.layers.BatchNormalization.call  # type: ignore[method-assign]
@@ -56,12 +57,9 @@ def measure(model_name: str, steps: int, fused: bool, overrides: list[str]) -> d
     model = compile_model(cfg, steps_per_epoch=steps)
     rng = np.random.default_rng(0)
     n = batch * steps
-    x = rng.random((n, 32, 32, 3), dtype=np.float32)
-    labels = rng.integers(0, 10, n)
-    y = np.eye(10, dtype=np.float32)[labels] if cfg.trainer.label_smoothing else labels
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
+    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    one_hot = bool(cfg.trainer.label_smoothing)
+    data = make_dataset(x, rng.integers(0, 10, n), batch, shuffle=False, seed=0, one_hot=one_hot)
     ends: list[float] = []
     mark = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter())
@@ -69,8 +67,8 @@ def measure(model_name: str, steps: int, fused: bool, overrides: list[str]) -> d
     history = model.fit(data, epochs=1, verbose=0, callbacks=[mark])
     step_s = [b - a for a, b in itertools.pairwise(ends[1:])]  # steps 3, 4, ...
     images = x[:PREDICT_IMAGES]
-    predict(model, images, batch_size=batch)
-    seconds, _ = common.timed(lambda: predict(model, images, batch_size=batch))
+    predict_probs(model, images, batch)
+    seconds, _ = common.timed(lambda: predict_probs(model, images, batch))
     spec = tf.TensorSpec((2, 32, 32, 3), "float32")
     graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(spec).graph
     return {

@@ -79,33 +79,25 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         # the weights are float32 whatever the policy (Keras makes them without autocast)
         scale = self.gamma if self.scale else tf.ones((channels,), "float32")
         offset = self.beta if self.center else tf.zeros((channels,), "float32")
-        common = dict(epsilon=self.epsilon, data_format="NHWC")
-        if training and self.trainable:
-            empty = tf.zeros((0,), "float32")
-            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=scale,
-                offset=offset,
-                mean=empty,
-                variance=empty,
-                is_training=True,
-                **common,
-            )
+        training = bool(training and self.trainable)
+        # in training the kernel computes the batch's moments; otherwise it takes the averages
+        empty = tf.zeros((0,), "float32")
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=scale,
+            offset=offset,
+            mean=empty if training else self.moving_mean,
+            variance=empty if training else self.moving_variance,
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=training,
+        )
+        if training:
             n = tf.reduce_prod(tf.cast(tf.shape(x)[:-1], "float32"))  # values per channel
             variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
-            return y
-        y, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=scale,
-            offset=offset,
-            mean=self.moving_mean,
-            variance=self.moving_variance,
-            is_training=False,
-            **common,
-        )
         return y
 
 
